@@ -1,0 +1,85 @@
+"""baton_dramatiq: DAG workflows for Dramatiq.
+
+    import baton_dramatiq as baton
+
+    run = (baton.Workflow(name="brief")
+           .add("fetch", fetch.message(topic))
+           .add("summarize", summarize.message(), deps=["fetch"])
+           .insert())
+"""
+
+from . import events, migrations, query
+from .actor import WorkflowActor, workflow_actor
+from .context import StepContext, current_step, get_all_results, get_result
+from .errors import (
+    BatonError,
+    ConfigurationError,
+    CycleError,
+    DependencyFailed,
+    DuplicateStepError,
+    DuplicateWorkflowError,
+    InvalidStepError,
+    MissingDependencyError,
+    NotInWorkflow,
+    ResultError,
+    SchemaOutOfDate,
+    Snooze,
+    StoreError,
+    UnknownDependency,
+    WaitTimeout,
+    WorkflowError,
+    WorkflowNotFound,
+)
+from .events import Event, EventBus, MemoryEventBus
+from .middleware import WorkflowMiddleware
+from .query import StepView, WorkflowView
+from .redis_events import RedisEventBus
+from .run import WorkflowRun
+from .store import Store
+from .workflow import Workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # setup
+    "Store",
+    "WorkflowMiddleware",
+    "MemoryEventBus",
+    "RedisEventBus",
+    "EventBus",
+    "migrations",
+    # steps
+    "workflow_actor",
+    "WorkflowActor",
+    "get_result",
+    "get_all_results",
+    "current_step",
+    "StepContext",
+    "Snooze",
+    # workflows
+    "Workflow",
+    "WorkflowRun",
+    # reading
+    "query",
+    "events",
+    "Event",
+    "WorkflowView",
+    "StepView",
+    # errors
+    "BatonError",
+    "ConfigurationError",
+    "SchemaOutOfDate",
+    "StoreError",
+    "WorkflowError",
+    "CycleError",
+    "MissingDependencyError",
+    "DuplicateStepError",
+    "InvalidStepError",
+    "DuplicateWorkflowError",
+    "WorkflowNotFound",
+    "WaitTimeout",
+    "NotInWorkflow",
+    "UnknownDependency",
+    "DependencyFailed",
+    "ResultError",
+]

@@ -1,0 +1,111 @@
+"""What a running step can ask: who am I, and what did my dependencies return."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from . import states as S
+from .errors import DependencyFailed, NotInWorkflow, UnknownDependency
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepContext:
+    """The step running in this thread (or task).
+
+    Attributes:
+      workflow_id(str), workflow_name(str), step_name(str)
+      attempt(int): 1 on the first execution, +1 on each retry; a snooze keeps it.
+      deps(tuple[str, ...]): the step's declared dependencies.
+    """
+
+    workflow_id: str
+    workflow_name: str
+    step_name: str
+    attempt: int
+    deps: tuple[str, ...]
+
+
+class RunningStep:
+    """A step's context plus the store to read its dependencies' results from."""
+
+    __slots__ = ("context", "message_id", "actor_name", "store", "outcome", "_results")
+
+    def __init__(self, context: StepContext, message_id: str, actor_name: str, store: Store) -> None:
+        self.context = context
+        self.message_id = message_id
+        self.actor_name = actor_name
+        self.store = store
+        #: what the run returned (or a Snoozed); handed to the middleware here rather than
+        #: returned to Dramatiq, which would warn that no Results backend is configured
+        self.outcome: Any = None
+        self._results: dict[str, tuple[str, Any]] | None = None
+
+    def results(self) -> dict[str, tuple[str, Any]]:
+        # read once per run, on first use: most steps never ask
+        if self._results is None:
+            ctx = self.context
+            self._results = self.store.load_results(ctx.workflow_id, ctx.deps)
+        return self._results
+
+
+_running: contextvars.ContextVar[RunningStep | None] = contextvars.ContextVar(
+    "baton_running_step", default=None
+)
+
+
+def _current() -> RunningStep:
+    running = _running.get()
+    if running is None:
+        raise NotInWorkflow(
+            "Not inside a workflow step: get_result, get_all_results and current_step "
+            "work only in a @workflow_actor run as part of a Workflow."
+        )
+    return running
+
+
+def current_step() -> StepContext:
+    """The context of the step running now.
+
+    Raises:
+      NotInWorkflow: outside a workflow step.
+    """
+    return _current().context
+
+
+def get_result(name: str) -> Any:
+    """The result of dependency `name` of the running step.
+
+    Raises:
+      UnknownDependency: `name` is not one of the step's declared dependencies.
+      DependencyFailed: the dependency did not complete (only with allow_failed_deps).
+      NotInWorkflow: outside a workflow step.
+    """
+    running = _current()
+    ctx = running.context
+    if name not in ctx.deps:
+        deps = ", ".join(repr(d) for d in ctx.deps) or "none"
+        raise UnknownDependency(
+            f"{name!r} is not a dependency of step {ctx.step_name!r} (its dependencies: {deps})"
+        )
+    state, result = running.results()[name]
+    if state != S.COMPLETED:
+        raise DependencyFailed(
+            f"Dependency {name!r} of step {ctx.step_name!r} did not complete (state: {state})"
+        )
+    return result
+
+
+def get_all_results() -> dict[str, Any]:
+    """``{dependency: result}`` for every completed dependency of the running step."""
+    running = _current()
+    return {
+        name: result
+        for name in running.context.deps
+        for state, result in [running.results().get(name, (S.PENDING, None))]
+        if state == S.COMPLETED
+    }

@@ -1,0 +1,61 @@
+"""Finding the WorkflowMiddleware, store and bus that a module-level call should use."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import dramatiq
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .events import EventBus
+    from .middleware import WorkflowMiddleware
+    from .store import Store
+
+#: the message option that marks a message as a workflow step: [workflow_id, step_name]
+STEP_OPTION = "baton_step"
+
+HOW_TO_ADD = (
+    "Add one to the broker: broker.add_middleware(baton.WorkflowMiddleware(store)), "
+    "then dramatiq.set_broker(broker); or pass store= (and bus=) explicitly."
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setup:
+    broker: dramatiq.Broker
+    store: Store
+    bus: EventBus | None
+    middleware: WorkflowMiddleware | None
+
+
+def find_middleware(broker: dramatiq.Broker) -> WorkflowMiddleware | None:
+    from .middleware import WorkflowMiddleware
+
+    for middleware in broker.middleware:
+        if isinstance(middleware, WorkflowMiddleware):
+            return middleware
+    return None
+
+
+def resolve(
+    *,
+    broker: dramatiq.Broker | None = None,
+    store: Store | None = None,
+    bus: EventBus | None = None,
+) -> Setup:
+    """The explicit arguments, else those of the broker's WorkflowMiddleware.
+
+    Raises:
+      ConfigurationError: neither is there.
+    """
+    broker = broker or dramatiq.get_broker()
+    middleware = find_middleware(broker)
+    if middleware is not None:
+        store = store or middleware.store
+        bus = bus or middleware.events
+    if store is None:
+        raise ConfigurationError(f"No baton WorkflowMiddleware on broker {broker!r}. {HOW_TO_ADD}")
+    return Setup(broker=broker, store=store, bus=bus, middleware=middleware)
