@@ -9,7 +9,6 @@ The core never imports this module.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ import redis
 import sqlalchemy as sa
 from click.core import ParameterSource
 from dramatiq.brokers.stub import StubBroker
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -37,6 +37,8 @@ from .store.engine import normalize_url
 DEFAULT_DATABASE_URL = "sqlite:///baton.db"
 #: how often `watch` re-reads the store when it has no Redis to listen to, in seconds
 POLL_SECONDS = 0.2
+#: the width of tables when output goes to a pipe or a file
+PIPE_COLUMNS = 160
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,25 +108,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=argv, prog_name="baton")
 
 
-def connection_options(fn: F) -> F:
+def connection_options(
+    *,
+    database_help: str = "The workflow store: postgresql://... or sqlite:///file.db.",
+    redis_help: str = "Redis for live events; without it, watch re-reads the store.",
+    show_database_default: bool = True,
+) -> Callable[[F], F]:
     """The --database-url and --redis-url options every subcommand takes."""
-    fn = click.option(
-        "--redis-url",
-        envvar="BATON_REDIS_URL",
-        default=None,
-        metavar="URL",
-        show_envvar=True,
-        help="Redis for events (and the demo's broker). Without it, watch follows the store.",
-    )(fn)
-    return click.option(
-        "--database-url",
-        envvar="BATON_DATABASE_URL",
-        default=DEFAULT_DATABASE_URL,
-        show_default=True,
-        metavar="URL",
-        show_envvar=True,
-        help="The workflow store: postgresql://... or sqlite:///file.db.",
-    )(fn)
+
+    def decorate(fn: F) -> F:
+        fn = click.option(
+            "--redis-url",
+            envvar="BATON_REDIS_URL",
+            default=None,
+            metavar="URL",
+            show_envvar=True,
+            help=redis_help,
+        )(fn)
+        return click.option(
+            "--database-url",
+            envvar="BATON_DATABASE_URL",
+            default=DEFAULT_DATABASE_URL,
+            show_default=show_database_default,
+            metavar="URL",
+            show_envvar=True,
+            help=database_help,
+        )(fn)
+
+    return decorate
 
 
 # -- opening the store, the bus and a broker --------------------------------------------
@@ -201,16 +212,23 @@ def _safe_url(url: str) -> str:
 
 
 def console() -> Console:
-    # made per call: click's test runner swaps sys.stdout between invocations
-    return Console(highlight=False)
+    """Standard output through rich.
+
+    Made per call, as click's test runner swaps sys.stdout between invocations. Piped
+    output is not cut at rich's default of 80 columns, which would fold workflow ids.
+    """
+    out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPE_COLUMNS
+    return out
 
 
 def styled(state: str | None) -> Text:
     return Text(state or "-", style=STATE_STYLES.get(state or "", ""))
 
 
-def when(moment: dt.datetime | None) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+def when(moment: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return moment.astimezone(dt.UTC).strftime(fmt) if moment else "-"
 
 
 def took(start: dt.datetime | None, end: dt.datetime | None) -> str:
@@ -253,7 +271,7 @@ class Progress:
 
 
 @cli.command()
-@connection_options
+@connection_options()
 def migrate(database_url: str, redis_url: str | None) -> None:
     """Create or upgrade baton's tables; safe to run again."""
     store = open_store(database_url, create=True)
@@ -268,7 +286,11 @@ def migrate(database_url: str, redis_url: str | None) -> None:
 
 
 @cli.command("schema-sql")
-@connection_options
+@connection_options(
+    database_help="Only its dialect counts, when given and --dialect is not.",
+    redis_help="Not used.",
+    show_database_default=False,
+)
 @click.option(
     "--dialect",
     type=click.Choice(["postgresql", "sqlite"]),
@@ -288,7 +310,11 @@ def schema_sql(
 
 
 @cli.command()
-@connection_options
+@connection_options(
+    database_help="Run on this database (migrated first) instead of SQLite in memory.",
+    redis_help="Run on a RedisBroker there, with Redis events, instead of a StubBroker.",
+    show_database_default=False,
+)
 @click.option("--topic", default="solid-state batteries", show_default=True, help="What to research.")
 @click.option(
     "--step-seconds",
@@ -330,7 +356,7 @@ def demo(
         check_redis(redis_url)
     out = console()
     with demo_module.open_setup(db_url, redis_url) as setup:
-        out.print(f"Research brief demo on {setup.label}", style="bold")
+        out.print(f"Research brief demo on {setup.label}", style="bold", soft_wrap=True)
         progress = Progress(out, dt.datetime.now(dt.UTC))
 
         def start(workflow_id: str) -> None:
@@ -348,6 +374,8 @@ def demo(
     if result.brief is not None:
         out.print("\ncompile_brief's result:", style="bold")
         out.print_json(json.dumps(result.brief))
+    else:
+        out.print(f"\nNo brief: the workflow ended {result.outcome}.", style="red")
     if db_url:
         out.print(
             f"\nSee it again: baton status {result.workflow_id} --database-url {_safe_url(db_url)}",
@@ -358,7 +386,7 @@ def demo(
 
 
 @cli.command("list")
-@connection_options
+@connection_options()
 @click.option(
     "--state",
     type=click.Choice(["running", "completed", "failed", "cancelled"]),
@@ -379,27 +407,30 @@ def list_(
     if not views:
         out.print("No workflows.")
         return
-    table = Table(title=f"{len(views)} workflow{'s' * (len(views) != 1)}, newest first")
-    table.add_column("ID", no_wrap=True, min_width=36)
-    table.add_column("Name", overflow="fold")
-    table.add_column("State", no_wrap=True)
+    failures = any(view.failed_steps for view in views)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("ID", no_wrap=True, min_width=max(len(view.id) for view in views))
+    table.add_column("Name", overflow="fold", min_width=12)
+    table.add_column("State", no_wrap=True, min_width=9)
     table.add_column("Inserted (UTC)", no_wrap=True)
     table.add_column("Took", no_wrap=True, justify="right")
-    table.add_column("Failed steps", overflow="fold")
+    if failures:
+        table.add_column("Failed steps", overflow="fold", style="red")
     for view in views:
-        table.add_row(
+        cells: list[str | Text] = [
             view.id,
             view.name,
             styled(view.state),
-            when(view.inserted_at),
+            when(view.inserted_at, "%m-%d %H:%M:%S"),
             took(view.inserted_at, view.finished_at),
-            ", ".join(view.failed_steps),
-        )
+        ]
+        table.add_row(*cells, *([", ".join(view.failed_steps)] if failures else []))
     out.print(table)
+    out.print(f"{len(views)} workflow{'s' * (len(views) != 1)}, newest first", style="dim")
 
 
 @cli.command()
-@connection_options
+@connection_options()
 @click.argument("workflow_id", metavar="ID")
 def status(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     """Show a workflow and each of its steps."""
@@ -420,29 +451,31 @@ def status(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     if view.parent_id:
         header.add_row("Parent", view.parent_id)
     out.print(header)
-    table = Table()
-    table.add_column("Step", overflow="fold")
-    table.add_column("State", no_wrap=True)
+    errors = any(step.error for step in steps)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("Step", overflow="fold", min_width=min(24, max(len(s.step_name) for s in steps)))
+    table.add_column("State", no_wrap=True, min_width=9)
     table.add_column("Attempt", justify="right")
     table.add_column("Depends on", overflow="fold")
     table.add_column("Started (UTC)", no_wrap=True)
     table.add_column("Took", no_wrap=True, justify="right")
-    table.add_column("Error", overflow="fold", style="red")
+    if errors:
+        table.add_column("Error", overflow="fold", style="red")
     for step in steps:
-        table.add_row(
+        cells: list[str | Text] = [
             step.step_name,
             styled(step.state),
             str(step.attempt),
             ", ".join(step.deps),
-            when(step.started_at),
+            when(step.started_at, "%H:%M:%S.%f")[:12],
             took(step.started_at, step.finished_at),
-            step.error or "",
-        )
+        ]
+        table.add_row(*cells, *([step.error or ""] if errors else []))
     out.print(table)
 
 
 @cli.command()
-@connection_options
+@connection_options()
 @click.argument("workflow_id", metavar="ID")
 @click.option(
     "--timeout",
@@ -504,11 +537,13 @@ def _watch_store(
     while True:
         # the workflow before its steps: once it reads finished, the steps read after are final
         view = baton.query.get_workflow(workflow_id, store=store, broker=broker)
-        for step in baton.query.get_workflow_steps(workflow_id, store=store, broker=broker):
-            if step.version > seen.get(step.step_name, 0):
-                seen[step.step_name] = step.version
-                last_change = time.monotonic()
-                progress.show(Event(STEP_UPDATED, step.payload(view)))
+        steps = baton.query.get_workflow_steps(workflow_id, store=store, broker=broker)
+        moved = [step for step in steps if step.version > seen.get(step.step_name, 0)]
+        # several moves between two reads: show them in the order they happened
+        for step in sorted(moved, key=lambda s: s.finished_at or s.started_at or s.inserted_at):
+            seen[step.step_name] = step.version
+            last_change = time.monotonic()
+            progress.show(Event(STEP_UPDATED, step.payload(view)))
         if view.outcome is not None:
             progress.show(finished_event(view))
             return view.outcome
@@ -518,7 +553,7 @@ def _watch_store(
 
 
 @cli.command()
-@connection_options
+@connection_options()
 @click.argument("workflow_id", metavar="ID")
 def cancel(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     """Cancel every step of a workflow that has not finished."""
@@ -533,6 +568,3 @@ def cancel(database_url: str, redis_url: str | None, workflow_id: str) -> None:
 
 
 __all__ = ["cli", "main"]
-
-# keep functools imported for click's decorators' wrapped signatures under type checkers
-_ = functools

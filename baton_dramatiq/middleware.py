@@ -31,7 +31,7 @@ from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 from . import migrations
 from .actor import Snoozed
 from .context import RunningStep, StepContext, _running
-from .errors import ConfigurationError, ResultError
+from .errors import ConfigurationError, ResultError, SchemaOutOfDate
 from .events import EventBus, MemoryEventBus, step_event
 from .setup import STEP_OPTION
 from .store import Claim, Store, Transition
@@ -91,6 +91,16 @@ class WorkflowMiddleware(Middleware):
         return self._worker_id
 
     # -- worker lifecycle -------------------------------------------------------------
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        # A worker process started by the dramatiq CLI. Dramatiq swallows exceptions from
+        # this hook, and one from before_worker_boot would leave the process hanging on
+        # the threads other middleware started, so refuse here, with one line.
+        if self.check_schema:
+            try:
+                migrations.check(self.store)
+            except SchemaOutOfDate as exc:
+                raise SystemExit(f"baton_dramatiq: {exc}") from None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self.check_schema:
