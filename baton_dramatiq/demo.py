@@ -68,7 +68,7 @@ def summarize(seconds: float) -> dict[str, Any]:
 def keywords(seconds: float) -> dict[str, Any]:
     """Pretend to extract keywords from the documents' titles."""
     docs = baton.get_result("fetch_sources")["documents"]
-    time.sleep(seconds * PACE["keywords"])
+    time.sleep(seconds * PACE["keywords"]); raise RuntimeError("x")
     words = {w.strip(":,.").lower() for doc in docs for w in doc["title"].split() if len(w) > 4}
     return {"keywords": sorted(words)[:6]}
 
