@@ -248,7 +248,8 @@ class Progress:
             line.append(f"{p['step_name']:<16} ", style="bold")
             line.append(styled(p["state"]))
             line.append(" " * max(1, 11 - len(p["state"])) + f"attempt {p['attempt']}")
-            if p.get("error"):
+            if p.get("error") and p["state"] not in ("executing", "completed"):
+                # an executing step still carries its previous attempt's error
                 line.append(f"  {p['error']}", style="red")
         elif event.event == WORKFLOW_FINISHED:
             line.append(f"{'workflow':<16} ", style="bold")
@@ -330,6 +331,7 @@ def schema_sql(
     show_default=True,
     help="Give up when no event comes for this many seconds.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Show the worker's warnings in full.")
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -338,6 +340,7 @@ def demo(
     topic: str,
     step_seconds: float,
     timeout: float,
+    verbose: bool,
 ) -> None:
     """Run the research-brief diamond with a worker in this process, live.
 
@@ -355,7 +358,7 @@ def demo(
     if redis_url:
         check_redis(redis_url)
     out = console()
-    with demo_module.open_setup(db_url, redis_url) as setup:
+    with demo_module.worker_logs(verbose), demo_module.open_setup(db_url, redis_url) as setup:
         out.print(f"Research brief demo on {setup.label}", style="bold", soft_wrap=True)
         progress = Progress(out, dt.datetime.now(dt.UTC))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,6 +40,9 @@ PACE = {
     "credibility": 1.1,
     "compile_brief": 0.5,
 }
+
+#: a failing step gives up after seconds, not Dramatiq's default 20 retries over days
+RETRIES = {"max_retries": 2, "min_backoff": 200, "max_backoff": 1000}
 
 
 # -- the steps ---------------------------------------------------------------------------
@@ -68,7 +73,7 @@ def summarize(seconds: float) -> dict[str, Any]:
 def keywords(seconds: float) -> dict[str, Any]:
     """Pretend to extract keywords from the documents' titles."""
     docs = baton.get_result("fetch_sources")["documents"]
-    time.sleep(seconds * PACE["keywords"]); raise RuntimeError("x")
+    time.sleep(seconds * PACE["keywords"])
     words = {w.strip(":,.").lower() for doc in docs for w in doc["title"].split() if len(w) > 4}
     return {"keywords": sorted(words)[:6]}
 
@@ -112,7 +117,10 @@ def declare_actors(broker: dramatiq.Broker) -> dict[str, baton.WorkflowActor]:
     Dramatiq binds an actor to the broker it is declared on, so each setup declares its
     own rather than binding to whichever broker was global at import time.
     """
-    return {fn.__name__: baton.workflow_actor(fn, broker=broker, queue_name=QUEUE) for fn in STEPS}
+    return {
+        fn.__name__: baton.workflow_actor(fn, broker=broker, queue_name=QUEUE, **RETRIES)
+        for fn in STEPS
+    }
 
 
 def build_workflow(
@@ -181,6 +189,38 @@ def open_setup(database_url: str | None = None, redis_url: str | None = None) ->
             else f"StubBroker + {where} + in-memory events"
         )
         yield DemoSetup(broker=broker, store=store, bus=bus, label=label)
+
+
+@contextlib.contextmanager
+def worker_logs(verbose: bool = False) -> Iterator[None]:
+    """Route the in-process worker's log records to stderr while the demo runs.
+
+    A failing step already shows as events (retryable, discarded, with its error), so
+    by default Dramatiq's per-message tracebacks are left out and baton's own warnings
+    take one line each; `verbose` shows every warning with its traceback.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else _OneLine())
+    levels = {"dramatiq": logging.WARNING if verbose else logging.CRITICAL, "baton_dramatiq": logging.WARNING}
+    saved = []
+    for name, level in levels.items():
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(level)
+        logger.propagate = False
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
 
 
 # -- running it --------------------------------------------------------------------------

@@ -93,6 +93,28 @@ def test_demo_runs_the_diamond_and_shows_each_step_completing_then_the_brief(
     assert re.findall(r'"(\w+)"', built_from.group(1)) == ["credibility", "keywords", "summarize"]
 
 
+def test_demo_exits_1_when_a_step_fails_and_shows_why_without_a_traceback(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a keywords step that always fails
+    def keywords(seconds: float) -> dict[str, object]:
+        raise RuntimeError("keyword service is down")
+
+    steps = tuple(keywords if fn.__name__ == "keywords" else fn for fn in demo.STEPS)
+    monkeypatch.setattr(demo, "STEPS", steps)
+
+    # When the demo runs
+    result = run(runner, "demo", "--step-seconds", "0.01")
+
+    # Then the step is retried, then discarded with its error; its dependent is cancelled
+    assert result.exit_code == 1, result.output
+    attempts = demo.RETRIES["max_retries"] + 1
+    assert re.search(rf"keywords\s+discarded\s+attempt {attempts}\s+RuntimeError: keyword service is down", result.output)
+    assert re.search(r"compile_brief\s+cancelled", result.output)
+    assert re.search(r"workflow\s+failed\s+failed steps: keywords", result.output)
+    assert "Traceback" not in result.output
+
+
 def test_migrate_creates_the_schema_then_status_of_an_unknown_id_is_one_line(
     runner: CliRunner, db_url: str
 ) -> None:
