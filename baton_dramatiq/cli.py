@@ -75,7 +75,8 @@ class BatonGroup(click.Group):
             # standalone_mode=False: click hands us its errors instead of printing usage
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:
-            code = _fail("interrupted", 130)
+            click.echo("Interrupted.", err=True)
+            code = 130
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             code = _fail(exc.format_message() + hint, exc.exit_code)
@@ -184,19 +185,24 @@ def check_redis(url: str) -> None:
         client.close()
 
 
-def client_broker(store: baton.Store, redis_url: str | None) -> StubBroker:
+def open_bus(redis_url: str) -> baton.RedisEventBus:
+    """The event bus on a Redis that was checked to answer; closed with the command."""
+    check_redis(redis_url)
+    bus = baton.RedisEventBus(redis_url)
+    click.get_current_context().call_on_close(bus.close)
+    return bus
+
+
+def client_broker(store: baton.Store, bus: baton.EventBus | None = None) -> StubBroker:
     """A broker for this process's calls, so that none falls back to the global broker.
 
-    With Redis, it carries a WorkflowMiddleware publishing there, so that a cancel is
-    seen by watchers at once. Without, it has none: a cancel then publishes nothing and
-    leaves `workflow_finished` unmarked, for the Sweeper to send where it belongs.
+    Given a bus, it carries a WorkflowMiddleware publishing there, so that watchers see a
+    cancel at once. Without, it has none: a cancel then publishes nothing and leaves
+    `workflow_finished` unmarked, for the Sweeper to send where it belongs.
     """
     broker = StubBroker()
     click.get_current_context().call_on_close(broker.close)
-    if redis_url:
-        check_redis(redis_url)
-        bus = baton.RedisEventBus(redis_url)
-        click.get_current_context().call_on_close(bus.close)
+    if bus is not None:
         broker.add_middleware(baton.WorkflowMiddleware(store, events=bus, check_schema=False))
     return broker
 
@@ -301,7 +307,11 @@ def migrate(database_url: str, redis_url: str | None) -> None:
 @click.option("--schema", default=None, help="A PostgreSQL schema to put the tables in.")
 @click.pass_context
 def schema_sql(
-    ctx: click.Context, database_url: str, redis_url: str | None, dialect: str | None, schema: str | None
+    ctx: click.Context,
+    database_url: str,
+    redis_url: str | None,
+    dialect: str | None,
+    schema: str | None,
 ) -> None:
     """Print the plain SQL of every migration, for review or for a DBA to apply."""
     if dialect is None:
@@ -316,7 +326,9 @@ def schema_sql(
     redis_help="Run on a RedisBroker there, with Redis events, instead of a StubBroker.",
     show_database_default=False,
 )
-@click.option("--topic", default="solid-state batteries", show_default=True, help="What to research.")
+@click.option(
+    "--topic", default="solid-state batteries", show_default=True, help="What to research."
+)
 @click.option(
     "--step-seconds",
     type=click.FloatRange(0, 60),
@@ -404,7 +416,7 @@ def list_(
     """List workflows, newest first."""
     store = open_store(database_url)
     views = baton.query.list_workflows(
-        state, name_prefix, limit, store=store, broker=client_broker(store, None)
+        state, name_prefix, limit, store=store, broker=client_broker(store)
     )
     out = console()
     if not views:
@@ -438,7 +450,7 @@ def list_(
 def status(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     """Show a workflow and each of its steps."""
     store = open_store(database_url)
-    broker = client_broker(store, None)
+    broker = client_broker(store)
     view = baton.query.get_workflow(workflow_id, store=store, broker=broker)
     steps = baton.query.get_workflow_steps(workflow_id, store=store, broker=broker)
     out = console()
@@ -448,7 +460,8 @@ def status(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     header.add_row("State", styled(view.state))
     header.add_row("Inserted", when(view.inserted_at) + " UTC")
     if view.finished_at:
-        header.add_row("Finished", f"{when(view.finished_at)} UTC, after {took(view.inserted_at, view.finished_at)}")
+        after = took(view.inserted_at, view.finished_at)
+        header.add_row("Finished", f"{when(view.finished_at)} UTC, after {after}")
     if view.failed_steps:
         header.add_row("Failed steps", Text(", ".join(view.failed_steps), style="red"))
     if view.parent_id:
@@ -456,7 +469,8 @@ def status(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     out.print(header)
     errors = any(step.error for step in steps)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("Step", overflow="fold", min_width=min(24, max(len(s.step_name) for s in steps)))
+    longest = max(len(step.step_name) for step in steps)
+    table.add_column("Step", overflow="fold", min_width=min(24, longest))
     table.add_column("State", no_wrap=True, min_width=9)
     table.add_column("Attempt", justify="right")
     table.add_column("Depends on", overflow="fold")
@@ -488,7 +502,11 @@ def status(database_url: str, redis_url: str | None, workflow_id: str) -> None:
 )
 @click.pass_context
 def watch(
-    ctx: click.Context, database_url: str, redis_url: str | None, workflow_id: str, timeout: float | None
+    ctx: click.Context,
+    database_url: str,
+    redis_url: str | None,
+    workflow_id: str,
+    timeout: float | None,
 ) -> None:
     """Show a workflow's progress live until it finishes.
 
@@ -496,13 +514,14 @@ def watch(
     store every 0.2 s. Exits 1 unless the workflow completes.
     """
     store = open_store(database_url)
-    broker = client_broker(store, redis_url)
+    bus = open_bus(redis_url) if redis_url else None
+    broker = client_broker(store)
     view = baton.query.get_workflow(workflow_id, store=store, broker=broker)  # WorkflowNotFound
     out = console()
     out.print(f"workflow {view.id}  {view.name}\n", soft_wrap=True)
     progress = Progress(out, view.inserted_at)
-    if redis_url:
-        outcome = _watch_events(workflow_id, store, broker, redis_url, timeout, progress)
+    if bus is not None:
+        outcome = _watch_events(workflow_id, store, broker, bus, timeout, progress)
     else:
         outcome = _watch_store(workflow_id, store, broker, timeout, progress)
     if outcome != "completed":
@@ -513,12 +532,10 @@ def _watch_events(
     workflow_id: str,
     store: baton.Store,
     broker: StubBroker,
-    redis_url: str,
+    bus: baton.EventBus,
     timeout: float | None,
     progress: Progress,
 ) -> str | None:
-    bus = baton.RedisEventBus(redis_url)
-    click.get_current_context().call_on_close(bus.close)
     outcome = None
     # replay: first each step's current state from the store, then live events, re-reading
     # the store on any gap, so the view converges on the truth
@@ -533,7 +550,11 @@ def _watch_events(
 
 
 def _watch_store(
-    workflow_id: str, store: baton.Store, broker: StubBroker, timeout: float | None, progress: Progress
+    workflow_id: str,
+    store: baton.Store,
+    broker: StubBroker,
+    timeout: float | None,
+    progress: Progress,
 ) -> str:
     seen: dict[str, int] = {}
     last_change = time.monotonic()
@@ -561,10 +582,11 @@ def _watch_store(
 def cancel(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     """Cancel every step of a workflow that has not finished."""
     store = open_store(database_url)
-    run = baton.WorkflowRun.get(workflow_id, store=store, broker=client_broker(store, redis_url))
+    broker = client_broker(store, open_bus(redis_url) if redis_url else None)
+    run = baton.WorkflowRun.get(workflow_id, store=store, broker=broker)
     before = run.status()
     if before != "running":
-        click.echo(f"Workflow {run.id} ({run.name}) had already finished: {before}. Nothing to cancel.")
+        click.echo(f"Workflow {run.id} ({run.name}) had already finished: {before}.")
         return
     run.cancel()
     click.echo(f"Workflow {run.id} ({run.name}): {run.status()}")

@@ -55,9 +55,21 @@ def fetch_sources(topic: str, seconds: float) -> dict[str, Any]:
     return {
         "topic": topic,
         "documents": [
-            {"title": f"A survey of {topic}", "url": f"https://example.org/{slug}/survey", "year": 2024},
-            {"title": f"{topic}: what changed this year", "url": f"https://news.example.com/{slug}", "year": 2025},
-            {"title": f"Open problems in {topic}", "url": f"https://arxiv.example/{slug}-open", "year": 2025},
+            {
+                "title": f"A survey of {topic}",
+                "url": f"https://example.org/{slug}/survey",
+                "year": 2024,
+            },
+            {
+                "title": f"{topic}: what changed this year",
+                "url": f"https://news.example.com/{slug}",
+                "year": 2025,
+            },
+            {
+                "title": f"Open problems in {topic}",
+                "url": f"https://arxiv.example/{slug}-open",
+                "year": 2025,
+            },
         ],
     }
 
@@ -82,10 +94,10 @@ def credibility(seconds: float) -> dict[str, Any]:
     """Pretend to rate each source: recent and academic sources score higher."""
     docs = baton.get_result("fetch_sources")["documents"]
     time.sleep(seconds * PACE["credibility"])
-    scores = {
-        doc["url"]: round(0.6 + 0.1 * (doc["year"] - 2023) + (0.1 if "arxiv" in doc["url"] else 0), 2)
-        for doc in docs
-    }
+    scores = {}
+    for doc in docs:
+        academic = 0.1 if "arxiv" in doc["url"] else 0.0
+        scores[doc["url"]] = round(0.6 + 0.1 * (doc["year"] - 2023) + academic, 2)
     return {"score": round(sum(scores.values()) / len(scores), 2), "by_source": scores}
 
 
@@ -151,7 +163,9 @@ class DemoSetup:
 
 
 @contextlib.contextmanager
-def open_setup(database_url: str | None = None, redis_url: str | None = None) -> Iterator[DemoSetup]:
+def open_setup(
+    database_url: str | None = None, redis_url: str | None = None
+) -> Iterator[DemoSetup]:
     """The demo's broker, store and bus, migrated and set as the global broker.
 
     Parameters:
@@ -200,8 +214,12 @@ def worker_logs(verbose: bool = False) -> Iterator[None]:
     take one line each; `verbose` shows every warning with its traceback.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else _OneLine())
-    levels = {"dramatiq": logging.WARNING if verbose else logging.CRITICAL, "baton_dramatiq": logging.WARNING}
+    full = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(full if verbose else _OneLine())
+    levels = {
+        "dramatiq": logging.WARNING if verbose else logging.CRITICAL,
+        "baton_dramatiq": logging.WARNING,
+    }
     saved = []
     for name, level in levels.items():
         logger = logging.getLogger(name)

@@ -32,7 +32,7 @@ from . import migrations
 from .actor import Snoozed
 from .context import RunningStep, StepContext, _running
 from .errors import ConfigurationError, ResultError, SchemaOutOfDate
-from .events import EventBus, MemoryEventBus, step_event
+from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_event
 from .setup import STEP_OPTION
 from .store import Claim, Store, Transition
 from .workflow import enqueue_step
@@ -81,6 +81,10 @@ class WorkflowMiddleware(Middleware):
         self._worker_id = ""
         self._worker_pid = -1
         self._heartbeat: _Heartbeat | None = None
+        # steps this process is running now, by message id: only these get their claims
+        # renewed, so a claim leaked by a failed hook goes stale and can be rescued
+        self._in_flight: dict[str, tuple[str, str]] = {}
+        self._in_flight_lock = threading.Lock()
 
     @property
     def worker_id(self) -> str:
@@ -105,7 +109,7 @@ class WorkflowMiddleware(Middleware):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self.check_schema:
             migrations.check(self.store)  # SchemaOutOfDate is a MiddlewareError: boot stops
-        self._heartbeat = _Heartbeat(self.store, self.worker_id, self.claim_timeout / 3)
+        self._heartbeat = _Heartbeat(self, self.claim_timeout / 3)
         self._heartbeat.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -136,7 +140,23 @@ class WorkflowMiddleware(Middleware):
             deps=claim.deps,
         )
         _running.set(RunningStep(context, message.message_id, claim.actor_name, self.store))
-        self.events.publish(workflow_id, [step_event(claim.change)])
+        with self._in_flight_lock:
+            self._in_flight[message.message_id] = (workflow_id, step_name)
+        self._publish(workflow_id, [step_event(claim.change)])
+
+    def in_flight(self) -> list[tuple[str, str]]:
+        """``(workflow_id, step_name)`` of every step this process is executing."""
+        with self._in_flight_lock:
+            return list(self._in_flight.values())
+
+    def _release(self, message: Any) -> RunningStep | None:
+        running = _running.get()
+        if running is None or running.message_id != message.message_id:
+            return None
+        _running.set(None)
+        with self._in_flight_lock:
+            self._in_flight.pop(message.message_id, None)
+        return running
 
     # -- outcomes ---------------------------------------------------------------------
 
@@ -148,10 +168,9 @@ class WorkflowMiddleware(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        running = _running.get()
-        if running is None or running.message_id != message.message_id:
+        running = self._release(message)
+        if running is None:
             return
-        _running.set(None)
         ctx = running.context
         try:
             if exception is not None:
@@ -179,9 +198,13 @@ class WorkflowMiddleware(Middleware):
             )
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        running = _running.get()
-        if running is not None and running.message_id == message.message_id:
-            _running.set(None)
+        # Reached for a step only when its body raised SkipMessage: the step will not
+        # run again, so it is discarded rather than left executing.
+        running = self._release(message)
+        if running is not None:
+            ctx = running.context
+            error = describe(getattr(message, "_exception", None) or SkipMessage("skipped"))
+            self.apply(broker, self.store.discard(ctx.workflow_id, ctx.step_name, error, attempt=ctx.attempt))
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         ident = message.options.get(STEP_OPTION)
@@ -209,15 +232,26 @@ class WorkflowMiddleware(Middleware):
             return
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
-            self.events.publish(workflow_id, [step_event(c) for c in transition.changes])
+            self._publish(workflow_id, [step_event(c) for c in transition.changes])
         for message in transition.ready:
-            enqueue_step(broker, message)
+            try:
+                enqueue_step(broker, message)
+            except Exception:
+                # the step stays `available` in the store; the Sweeper re-enqueues it
+                logger.exception("Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION))
         if transition.finished is not None:
-            from .events import WORKFLOW_FINISHED, Event
-
             finished = transition.finished
-            self.events.publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)])
-            self.store.mark_published(finished["workflow_id"])
+            if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
+                self.store.mark_published(finished["workflow_id"])
+
+    def _publish(self, workflow_id: str, events: list[Event]) -> bool:
+        """Publish; a bus that is down must not stop the workflow, so failures are logged."""
+        try:
+            self.events.publish(workflow_id, events)
+            return True
+        except Exception:
+            logger.warning("Could not publish %d event(s) of workflow %s", len(events), workflow_id, exc_info=True)
+            return False
 
     def _complete(self, broker: dramatiq.Broker, ctx: StepContext, result: Any) -> None:
         try:
@@ -294,17 +328,20 @@ def _now() -> dt.datetime:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews this worker's claims so that a redelivery does not take over a live step."""
+    """Renews the claims of the steps this process runs, so a redelivery leaves them be."""
 
-    def __init__(self, store: Store, worker_id: str, interval: float) -> None:
+    def __init__(self, middleware: WorkflowMiddleware, interval: float) -> None:
         super().__init__(name="baton-heartbeat", daemon=True)
-        self.store, self.worker_id, self.interval = store, worker_id, interval
+        self.middleware, self.interval = middleware, interval
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
+            steps = self.middleware.in_flight()
+            if not steps:
+                continue
             try:
-                self.store.heartbeat(self.worker_id)
+                self.middleware.store.heartbeat(self.middleware.worker_id, steps)
             except Exception:
                 logger.warning("Could not renew step claims", exc_info=True)
 

@@ -352,12 +352,16 @@ class Store:
 
         return self.run(tx)
 
-    def heartbeat(self, worker_id: str) -> int:
-        """Renew the claims of every step `worker_id` is executing; returns how many."""
+    def heartbeat(self, worker_id: str, steps: Sequence[tuple[str, str]]) -> int:
+        """Renew `worker_id`'s claims on `steps` (workflow id, step name); returns how many."""
         n = self.nodes
         stmt = (
             sa.update(n)
-            .where(n.c.claimed_by == worker_id, n.c.state == S.EXECUTING)
+            .where(
+                sa.tuple_(n.c.workflow_id, n.c.step_name).in_(list(steps)),
+                n.c.claimed_by == worker_id,
+                n.c.state == S.EXECUTING,
+            )
             .values(heartbeat_at=_now())
         )
         return self.run(lambda conn: conn.execute(stmt).rowcount)

@@ -51,3 +51,28 @@ def test_a_step_whose_worker_is_killed_runs_again_and_the_workflow_finishes_once
         assert slow_states == ["executing", "executing", "completed"]
     finally:
         cluster.close()
+
+
+def test_a_live_step_longer_than_the_claim_timeout_keeps_its_claim(pg_template: str) -> None:
+    # Given a step that runs for longer than the 3 s claim timeout
+    cluster = PostgresCluster(processes=2, threads=2)
+    try:
+        a = cluster.actors
+        wf = baton.Workflow(name="long").add("long", a.sleeper.message(4.5))
+        run = wf.insert()
+        wait_for(lambda: cluster.runs(run.id) == ["long"])
+
+        # When a duplicate of its message arrives after the claim timeout
+        import time
+
+        time.sleep(3.5)
+        message = wf.steps[0].message.copy(options={"baton_step": [wf.id, "long"]})
+        cluster.broker.enqueue(message)
+
+        # Then the duplicate is dropped: the running worker renewed its claim
+        assert run.wait(timeout=30) == "completed"
+        assert cluster.runs(run.id) == ["long"]
+        [step] = baton.query.get_workflow_steps(run.id, store=cluster.store)
+        assert step.attempt == 1 and step.version == 2
+    finally:
+        cluster.close()
