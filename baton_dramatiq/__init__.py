@@ -1,11 +1,11 @@
 """baton_dramatiq: DAG workflows for Dramatiq.
 
-    import baton_dramatiq as baton
+import baton_dramatiq as baton
 
-    run = (baton.Workflow(name="brief")
-           .add("fetch", fetch.message(topic))
-           .add("summarize", summarize.message(), deps=["fetch"])
-           .insert())
+run = (baton.Workflow(name="brief")
+       .add("fetch", fetch.message(topic))
+       .add("summarize", summarize.message(), deps=["fetch"])
+       .insert())
 """
 
 from . import events, migrations, query

@@ -35,7 +35,9 @@ class RunningStep:
 
     __slots__ = ("context", "message_id", "actor_name", "store", "outcome", "_results")
 
-    def __init__(self, context: StepContext, message_id: str, actor_name: str, store: Store) -> None:
+    def __init__(
+        self, context: StepContext, message_id: str, actor_name: str, store: Store
+    ) -> None:
         self.context = context
         self.message_id = message_id
         self.actor_name = actor_name

@@ -129,10 +129,9 @@ def declare_actors(broker: dramatiq.Broker) -> dict[str, baton.WorkflowActor]:
     Dramatiq binds an actor to the broker it is declared on, so each setup declares its
     own rather than binding to whichever broker was global at import time.
     """
-    return {
-        fn.__name__: baton.workflow_actor(fn, broker=broker, queue_name=QUEUE, **RETRIES)
-        for fn in STEPS
-    }
+    options: dict[str, Any] = {"broker": broker, "queue_name": QUEUE, **RETRIES}
+    declare = baton.workflow_actor(**options)
+    return {fn.__name__: declare(fn) for fn in STEPS}
 
 
 def build_workflow(
@@ -180,7 +179,7 @@ def open_setup(
         if redis_url:
             from dramatiq.brokers.redis import RedisBroker
 
-            broker: dramatiq.Broker = RedisBroker(url=redis_url)
+            broker: dramatiq.Broker = RedisBroker(url=redis_url)  # type: ignore[no-untyped-call]
             cleanup.callback(broker.close)
             bus = baton.RedisEventBus(redis_url)
             cleanup.callback(bus.close)

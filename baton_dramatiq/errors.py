@@ -32,8 +32,10 @@ from dramatiq.middleware import MiddlewareError
 class BatonError(DramatiqError):
     """The root of every error raised by baton_dramatiq."""
 
+    message: str
+
     def __init__(self, message: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message)  # type: ignore[no-untyped-call]
         self.message = message
 
     def __str__(self) -> str:

@@ -166,7 +166,9 @@ class _MemorySubscription(_MemorySink, RawSubscription):
 
 
 class _AsyncMemorySubscription(_MemorySink, AsyncRawSubscription):
-    def __init__(self, bus: MemoryEventBus, topics: list[str], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, bus: MemoryEventBus, topics: list[str], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._bus, self._topics, self._loop = bus, topics, loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -310,7 +312,9 @@ class AsyncEventStream:
         if self._raw is None:
             self._raw = await self._bus.asubscribe(self._topics)
             if self._tracker is not None:
-                self._ready.extend(await asyncio.to_thread(self._tracker.snapshot, with_finish=True))
+                self._ready.extend(
+                    await asyncio.to_thread(self._tracker.snapshot, with_finish=True)
+                )
         return self
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -365,11 +369,13 @@ def subscribe_workflow(
       replay(bool): first yield each step's current state from the store, and re-read
         the store on a gap, so a late viewer converges on the truth.
     """
-    setup = resolve(broker=broker, store=store, bus=bus)
+    setup = resolve(broker=broker, store=store, bus=bus, need_broker=bus is None)
     event_bus = _need_bus(setup.bus)
     raw = event_bus.subscribe([workflow_topic(workflow_id)])
     tracker = _Tracker(workflow_id, setup.store, replay)
-    return EventStream(raw, timeout=timeout, tracker=tracker, initial=tracker.snapshot(with_finish=True))
+    return EventStream(
+        raw, timeout=timeout, tracker=tracker, initial=tracker.snapshot(with_finish=True)
+    )
 
 
 def asubscribe_workflow(
@@ -385,7 +391,7 @@ def asubscribe_workflow(
 
     It subscribes on first use (``async with`` or the first ``async for`` step).
     """
-    setup = resolve(broker=broker, store=store, bus=bus)
+    setup = resolve(broker=broker, store=store, bus=bus, need_broker=bus is None)
     tracker = _Tracker(workflow_id, setup.store, replay)
     return AsyncEventStream(
         [workflow_topic(workflow_id)], _need_bus(setup.bus), timeout=timeout, tracker=tracker
@@ -393,7 +399,10 @@ def asubscribe_workflow(
 
 
 def subscribe_all(
-    *, timeout: float | None = None, bus: EventBus | None = None, broker: dramatiq.Broker | None = None
+    *,
+    timeout: float | None = None,
+    bus: EventBus | None = None,
+    broker: dramatiq.Broker | None = None,
 ) -> EventStream:
     """Subscribe to every workflow's events until closed."""
     if bus is None:

@@ -125,7 +125,9 @@ class WorkflowMiddleware(Middleware):
             return
         workflow_id, step_name = ident
         stale = _now() - dt.timedelta(seconds=self.claim_timeout)
-        claim = self.store.claim(workflow_id, step_name, worker_id=self.worker_id, stale_before=stale)
+        claim = self.store.claim(
+            workflow_id, step_name, worker_id=self.worker_id, stale_before=stale
+        )
         if not isinstance(claim, Claim):
             # pending: the dependency that finishes last enqueues it; finished or busy: a
             # duplicate delivery. Either way this message has nothing to do.
@@ -191,8 +193,7 @@ class WorkflowMiddleware(Middleware):
                 self._complete(broker, ctx, running.outcome)
         except Exception:
             logger.exception(
-                "Could not record the end of step %r of workflow %s; the Sweeper will "
-                "reconcile it",
+                "Could not record the end of step %r of workflow %s; the Sweeper will reconcile it",
                 ctx.step_name,
                 ctx.workflow_id,
             )
@@ -204,7 +205,10 @@ class WorkflowMiddleware(Middleware):
         if running is not None:
             ctx = running.context
             error = describe(getattr(message, "_exception", None) or SkipMessage("skipped"))
-            self.apply(broker, self.store.discard(ctx.workflow_id, ctx.step_name, error, attempt=ctx.attempt))
+            self.apply(
+                broker,
+                self.store.discard(ctx.workflow_id, ctx.step_name, error, attempt=ctx.attempt),
+            )
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         ident = message.options.get(STEP_OPTION)
@@ -238,7 +242,9 @@ class WorkflowMiddleware(Middleware):
                 enqueue_step(broker, message)
             except Exception:
                 # the step stays `available` in the store; the Sweeper re-enqueues it
-                logger.exception("Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION))
+                logger.exception(
+                    "Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION)
+                )
         if transition.finished is not None:
             finished = transition.finished
             if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
@@ -250,7 +256,12 @@ class WorkflowMiddleware(Middleware):
             self.events.publish(workflow_id, events)
             return True
         except Exception:
-            logger.warning("Could not publish %d event(s) of workflow %s", len(events), workflow_id, exc_info=True)
+            logger.warning(
+                "Could not publish %d event(s) of workflow %s",
+                len(events),
+                workflow_id,
+                exc_info=True,
+            )
             return False
 
     def _complete(self, broker: dramatiq.Broker, ctx: StepContext, result: Any) -> None:
@@ -258,7 +269,12 @@ class WorkflowMiddleware(Middleware):
             encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             error = ResultError(f"Step {ctx.step_name!r} returned a result that is not JSON: {exc}")
-            self.apply(broker, self.store.discard(ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt))
+            self.apply(
+                broker,
+                self.store.discard(
+                    ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt
+                ),
+            )
             return
         size = len(encoded.encode())
         if size > self.max_result_bytes:
@@ -266,11 +282,18 @@ class WorkflowMiddleware(Middleware):
                 f"Step {ctx.step_name!r} returned {size} bytes of JSON; the limit is "
                 f"{self.max_result_bytes} (WorkflowMiddleware max_result_bytes)"
             )
-            self.apply(broker, self.store.discard(ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt))
+            self.apply(
+                broker,
+                self.store.discard(
+                    ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt
+                ),
+            )
             return
         self.apply(broker, self.store.complete(ctx.workflow_id, ctx.step_name, ctx.attempt, result))
 
-    def _snooze(self, broker: dramatiq.Broker, message: Any, ctx: StepContext, seconds: float) -> None:
+    def _snooze(
+        self, broker: dramatiq.Broker, message: Any, ctx: StepContext, seconds: float
+    ) -> None:
         due = _now() + dt.timedelta(seconds=seconds)
         transition = self.store.snooze(ctx.workflow_id, ctx.step_name, ctx.attempt, due)
         self.apply(broker, transition)
@@ -306,7 +329,9 @@ def will_retry(broker: dramatiq.Broker, message: Any, exception: BaseException) 
     retry_when = actor.options.get("retry_when", retries.retry_when)
     if retry_when is not None:
         return bool(retry_when(count, exception))
-    max_retries = message.options.get("max_retries", actor.options.get("max_retries", retries.max_retries))
+    max_retries = message.options.get(
+        "max_retries", actor.options.get("max_retries", retries.max_retries)
+    )
     return max_retries is None or count < max_retries
 
 
@@ -314,12 +339,16 @@ def _max_backoff(broker: dramatiq.Broker, message: Any) -> int:
     """The longest delay Retries may pick for this retry, in milliseconds."""
     retries = next(m for m in broker.middleware if isinstance(m, Retries))
     actor = broker.get_actor(message.actor_name)
-    min_backoff = message.options.get("min_backoff", actor.options.get("min_backoff", retries.min_backoff))
+    min_backoff = message.options.get(
+        "min_backoff", actor.options.get("min_backoff", retries.min_backoff)
+    )
     max_backoff = min(
         message.options.get("max_backoff", actor.options.get("max_backoff", retries.max_backoff)),
         DEFAULT_MAX_BACKOFF,
     )
-    _, delay = compute_backoff(message.options.get("retries", 0), factor=min_backoff, jitter=False, max_backoff=max_backoff)
+    _, delay = compute_backoff(
+        message.options.get("retries", 0), factor=min_backoff, jitter=False, max_backoff=max_backoff
+    )
     return int(delay)
 
 

@@ -56,7 +56,9 @@ class RedisEventBus(EventBus):
         channels = (self.channel(ALL_TOPIC), self.channel(workflow_topic(workflow_id)))
         pipe = self.client.pipeline(transaction=False)
         for event in events:
-            data = json.dumps({"event": event.event, "payload": event.payload}, separators=(",", ":"))
+            data = json.dumps(
+                {"event": event.event, "payload": event.payload}, separators=(",", ":")
+            )
             for channel in channels:
                 pipe.publish(channel, data)
         pipe.execute()
@@ -79,7 +81,7 @@ class _RedisSubscription(RawSubscription):
         self._pubsub = self._connect()
 
     def _connect(self) -> Any:
-        pubsub = self._bus.client.pubsub()
+        pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call]
         pubsub.subscribe(*self._channels)
         # live on return: wait for the server to confirm every channel
         confirmed, deadline = 0, time.monotonic() + 10

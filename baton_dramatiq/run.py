@@ -32,7 +32,11 @@ class WorkflowRun:
 
     @classmethod
     def get(
-        cls, id: str, *, store: Store | None = None, broker: dramatiq.Broker | None = None  # noqa: A002
+        cls,
+        id: str,
+        *,
+        store: Store | None = None,
+        broker: dramatiq.Broker | None = None,  # noqa: A002
     ) -> WorkflowRun:
         """The run of the workflow with this id.
 
@@ -64,7 +68,9 @@ class WorkflowRun:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"Workflow {self.id} still running after {timeout} s")
-            time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+            time.sleep(
+                pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            )
             pause = min(pause * 1.5, 0.1)
 
     def results(self) -> dict[str, Any]:
@@ -74,5 +80,5 @@ class WorkflowRun:
     def cancel(self) -> None:
         """Cancel every step not yet terminal. A finished workflow is left as it is."""
         transition = self._setup.store.cancel_workflow(self.id)
-        if self._setup.middleware is not None:
+        if self._setup.middleware is not None and self._setup.broker is not None:
             self._setup.middleware.apply(self._setup.broker, transition)

@@ -25,7 +25,7 @@ HOW_TO_ADD = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Setup:
-    broker: dramatiq.Broker
+    broker: dramatiq.Broker | None
     store: Store
     bus: EventBus | None
     middleware: WorkflowMiddleware | None
@@ -45,14 +45,19 @@ def resolve(
     broker: dramatiq.Broker | None = None,
     store: Store | None = None,
     bus: EventBus | None = None,
+    need_broker: bool = False,
 ) -> Setup:
     """The explicit arguments, else those of the broker's WorkflowMiddleware.
+
+    The global broker is looked up only when something is missing (or `need_broker`):
+    `dramatiq.get_broker()` creates a default broker when none was set.
 
     Raises:
       ConfigurationError: neither is there.
     """
-    broker = broker or dramatiq.get_broker()
-    middleware = find_middleware(broker)
+    if broker is None and (store is None or need_broker):
+        broker = dramatiq.get_broker()
+    middleware = find_middleware(broker) if broker is not None else None
     if middleware is not None:
         store = store or middleware.store
         bus = bus or middleware.events

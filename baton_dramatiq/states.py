@@ -16,7 +16,17 @@ COMPLETED = "completed"
 DISCARDED = "discarded"
 CANCELLED = "cancelled"
 
-STATES = (PENDING, AVAILABLE, EXECUTING, SNOOZED, RETRYABLE, WAITING, COMPLETED, DISCARDED, CANCELLED)
+STATES = (
+    PENDING,
+    AVAILABLE,
+    EXECUTING,
+    SNOOZED,
+    RETRYABLE,
+    WAITING,
+    COMPLETED,
+    DISCARDED,
+    CANCELLED,
+)
 TERMINAL = frozenset({COMPLETED, DISCARDED, CANCELLED})
 #: states a worker may claim a step from (executing only when its claim went stale)
 CLAIMABLE = (AVAILABLE, RETRYABLE, SNOOZED)

@@ -1,11 +1,11 @@
 """Test doubles for applications: an embedded setup and an in-process worker.
 
-    from baton_dramatiq.testing import embedded, worker
+from baton_dramatiq.testing import embedded, worker
 
-    setup = embedded()                 # StubBroker + SQLite in memory + MemoryEventBus
-    with worker(setup.broker):
-        run = workflow.insert()
-        assert run.wait(timeout=10) == "completed"
+setup = embedded()                 # StubBroker + SQLite in memory + MemoryEventBus
+with worker(setup.broker):
+    run = workflow.insert()
+    assert run.wait(timeout=10) == "completed"
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def embedded(
 
 
 @contextlib.contextmanager
-def worker(broker: dramatiq.Broker, *, threads: int = 4, worker_timeout: int = 20) -> Iterator[dramatiq.Worker]:
+def worker(
+    broker: dramatiq.Broker, *, threads: int = 4, worker_timeout: int = 20
+) -> Iterator[dramatiq.Worker]:
     """A Dramatiq worker running in this process for the duration of the block."""
     w = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout)
     w.start()

@@ -47,7 +47,9 @@ class Workflow:
       max_cost_usd(float|None): an LLM spending cap for the whole workflow.
     """
 
-    def __init__(self, name: str, *, id: str | None = None, max_cost_usd: float | None = None) -> None:  # noqa: A002
+    def __init__(
+        self, name: str, *, id: str | None = None, max_cost_usd: float | None = None
+    ) -> None:  # noqa: A002
         if not isinstance(name, str) or not name:
             raise WorkflowError(f"A workflow name must be a non-empty string, got {name!r}")
         if id is not None and (not isinstance(id, str) or not 0 < len(id) <= 64):
@@ -122,7 +124,9 @@ class Workflow:
                     )
         return topological_order(self._steps)
 
-    def insert(self, *, broker: dramatiq.Broker | None = None, store: Store | None = None) -> WorkflowRun:
+    def insert(
+        self, *, broker: dramatiq.Broker | None = None, store: Store | None = None
+    ) -> WorkflowRun:
         """Validate, write every step in one transaction, then enqueue the ready ones.
 
         Raises:
@@ -130,7 +134,8 @@ class Workflow:
         """
         from .run import WorkflowRun
 
-        setup = resolve(broker=broker, store=store)
+        setup = resolve(broker=broker, store=store, need_broker=True)
+        assert setup.broker is not None
         order = self.validate(setup.broker)
         workflow_row, node_rows = self._rows(order)
         setup.store.insert_workflow(workflow_row, node_rows)

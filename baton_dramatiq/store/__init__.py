@@ -1,5 +1,6 @@
 """Durable state: the schema, the engine and the SQL gateway."""
 
-from .sql import Claim, StepChange, Store, Transition
+from .gateway import Claim, StepChange, Transition
+from .sql import Store
 
 __all__ = ["Claim", "StepChange", "Store", "Transition"]

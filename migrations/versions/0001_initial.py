@@ -80,7 +80,9 @@ def upgrade() -> None:
         schema=schema,
     )
     op.create_index(
-        "ix_workflow_completions_finished_at", "workflow_completions", ["finished_at"],
+        "ix_workflow_completions_finished_at",
+        "workflow_completions",
+        ["finished_at"],
         schema=schema,
     )
 
@@ -100,7 +102,9 @@ def upgrade() -> None:
         schema=schema,
     )
     op.create_index(
-        "ix_workflow_step_stats_workflow", "workflow_step_stats", ["workflow_id", "step_name"],
+        "ix_workflow_step_stats_workflow",
+        "workflow_step_stats",
+        ["workflow_id", "step_name"],
         schema=schema,
     )
 
@@ -120,7 +124,9 @@ def upgrade() -> None:
         schema=schema,
     )
     op.create_index(
-        "ix_workflow_debug_logs_workflow", "workflow_debug_logs", ["workflow_id", "step_name"],
+        "ix_workflow_debug_logs_workflow",
+        "workflow_debug_logs",
+        ["workflow_id", "step_name"],
         schema=schema,
     )
     op.create_index("ix_workflow_debug_logs_at", "workflow_debug_logs", ["at"], schema=schema)

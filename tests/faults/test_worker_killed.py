@@ -12,7 +12,9 @@ import baton_dramatiq as baton
 from tests.support.cluster import PostgresCluster, wait_for
 
 
-def test_a_step_whose_worker_is_killed_runs_again_and_the_workflow_finishes_once(pg_template: str) -> None:
+def test_a_step_whose_worker_is_killed_runs_again_and_the_workflow_finishes_once(
+    pg_template: str,
+) -> None:
     # Given two worker processes (claims go stale after 3 s; Redis redelivers after 4 s)
     cluster = PostgresCluster(processes=2, threads=2)
     try:
@@ -30,8 +32,9 @@ def test_a_step_whose_worker_is_killed_runs_again_and_the_workflow_finishes_once
             n = cluster.store.nodes
             with cluster.store.connect() as conn:
                 return conn.execute(
-                    sa.select(n.c.claimed_by).where(n.c.workflow_id == run.id, n.c.step_name == "slow",
-                                                    n.c.state == "executing")
+                    sa.select(n.c.claimed_by).where(
+                        n.c.workflow_id == run.id, n.c.step_name == "slow", n.c.state == "executing"
+                    )
                 ).scalar()
 
         owner = wait_for(claimant)
@@ -42,7 +45,9 @@ def test_a_step_whose_worker_is_killed_runs_again_and_the_workflow_finishes_once
         # Then the surviving worker takes the step over and the workflow completes
         assert run.wait(timeout=60) == "completed"
         assert run.results()["after"] == {"step": "after", "saw": ["slow"]}
-        steps = {s.step_name: s for s in baton.query.get_workflow_steps(run.id, store=cluster.store)}
+        steps = {
+            s.step_name: s for s in baton.query.get_workflow_steps(run.id, store=cluster.store)
+        }
         assert steps["slow"].attempt == 2 and steps["after"].attempt == 1
         assert collections.Counter(cluster.runs(run.id)) == {"slow": 2, "after": 1}
         events = list(finished)

@@ -32,7 +32,10 @@ def test_asyncio_subscribers_see_the_whole_workflow(cluster: Cluster) -> None:
 
     events = asyncio.run(watch())
     assert [(e.payload.get("step_name"), e.payload.get("state")) for e in events[:-1]] == [
-        ("one", "executing"), ("one", "completed"), ("two", "executing"), ("two", "completed"),
+        ("one", "executing"),
+        ("one", "completed"),
+        ("two", "executing"),
+        ("two", "completed"),
     ]
     assert events[-1].event == "workflow_finished" and events[-1].payload["outcome"] == "completed"
 
@@ -73,9 +76,25 @@ def test_the_redis_wire_format_is_plain_json_on_the_documented_channels(pg_templ
         bodies = [body for channel, body in messages if channel.endswith("workflow:all")]
         assert [set(b) for b in bodies] == [{"event", "payload"}] * 3
         assert [b["event"] for b in bodies] == ["workflow_step_updated"] * 2 + ["workflow_finished"]
-        assert set(bodies[0]["payload"]) == {"workflow_id", "workflow_name", "step_name", "state",
-                                             "worker", "attempt", "has_result", "error", "at", "version"}
-        assert set(bodies[-1]["payload"]) == {"workflow_id", "workflow_name", "outcome", "failed_steps", "at"}
+        assert set(bodies[0]["payload"]) == {
+            "workflow_id",
+            "workflow_name",
+            "step_name",
+            "state",
+            "worker",
+            "attempt",
+            "has_result",
+            "error",
+            "at",
+            "version",
+        }
+        assert set(bodies[-1]["payload"]) == {
+            "workflow_id",
+            "workflow_name",
+            "outcome",
+            "failed_steps",
+            "at",
+        }
     finally:
         pubsub.close()
         client.close()
@@ -89,10 +108,19 @@ def step(name: str, state: str, version: int) -> Event:
 def test_a_viewer_never_sees_a_version_twice_or_an_older_one_after_a_newer() -> None:
     tracker = _Tracker("wf", store=None, replay=False)
     out = []
-    for event in [step("a", "executing", 1), step("a", "executing", 1), step("a", "completed", 2),
-                  step("a", "executing", 1), step("b", "executing", 1)]:
+    for event in [
+        step("a", "executing", 1),
+        step("a", "executing", 1),
+        step("a", "completed", 2),
+        step("a", "executing", 1),
+        step("b", "executing", 1),
+    ]:
         out += tracker.accept(event, lost=False)
-    assert [(e.payload["step_name"], e.payload["version"]) for e in out] == [("a", 1), ("a", 2), ("b", 1)]
+    assert [(e.payload["step_name"], e.payload["version"]) for e in out] == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+    ]
 
 
 def test_a_repeated_workflow_finished_is_dropped() -> None:

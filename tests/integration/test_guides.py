@@ -59,8 +59,14 @@ def test_the_guide_runs(guide: Path, tmp_path: Path, pg_template: str) -> None:
             path = tmp_path / f"step_{len(list(tmp_path.glob('step_*.py')))}.py"
             path.write_text("\n\n".join(script))
             script.clear()
-            proc = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(
+                [sys.executable, str(path)],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert proc.returncode == 0, f"{guide.name} failed:\n{proc.stdout}\n{proc.stderr}"
 
     try:
@@ -77,10 +83,20 @@ def test_the_guide_runs(guide: Path, tmp_path: Path, pg_template: str) -> None:
                         continue
                     command = line[2:]
                     if command.startswith("dramatiq "):
-                        workers.append(subprocess.Popen(["bash", "-c", "exec " + command], cwd=tmp_path, env=env))
+                        workers.append(
+                            subprocess.Popen(
+                                ["bash", "-c", "exec " + command], cwd=tmp_path, env=env
+                            )
+                        )
                     else:
-                        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env,
-                                              capture_output=True, text=True, timeout=120)
+                        proc = subprocess.run(
+                            ["bash", "-c", command],
+                            cwd=tmp_path,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=120,
+                        )
                         assert proc.returncode == 0, f"{line}: {proc.stdout}{proc.stderr}"
         run_script()
     finally:

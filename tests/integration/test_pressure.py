@@ -31,7 +31,11 @@ class EventLog:
             pass
 
     def finished(self, workflow_id: str) -> list[baton.Event]:
-        return [e for e in self.events if e.event == "workflow_finished" and e.payload["workflow_id"] == workflow_id]
+        return [
+            e
+            for e in self.events
+            if e.event == "workflow_finished" and e.payload["workflow_id"] == workflow_id
+        ]
 
     def close(self) -> None:
         self._stream.close()
@@ -48,7 +52,11 @@ def test_200_diamonds_at_once_on_two_worker_processes(pg_template: str) -> None:
             .add("summarize", a.record_deps.message(), deps=["fetch_sources"])
             .add("keywords", a.record_deps.message(), deps=["fetch_sources"])
             .add("credibility", a.record_deps.message(), deps=["fetch_sources"])
-            .add("compile_brief", a.record_deps.message(), deps=["summarize", "keywords", "credibility"])
+            .add(
+                "compile_brief",
+                a.record_deps.message(),
+                deps=["summarize", "keywords", "credibility"],
+            )
             .insert()
             for i in range(200)
         ]
@@ -56,8 +64,16 @@ def test_200_diamonds_at_once_on_two_worker_processes(pg_template: str) -> None:
             assert run.wait(timeout=120) == "completed"
             assert run.results()["compile_brief"]["saw"] == ["credibility", "keywords", "summarize"]
             executions = collections.Counter(cluster.runs(run.id))
-            assert executions == {name: 1 for name in ("fetch_sources", "summarize", "keywords",
-                                                       "credibility", "compile_brief")}
+            assert executions == {
+                name: 1
+                for name in (
+                    "fetch_sources",
+                    "summarize",
+                    "keywords",
+                    "credibility",
+                    "compile_brief",
+                )
+            }
         _wait_for_events(log, [r.id for r in runs])
         for run in runs:
             assert len(log.finished(run.id)) == 1
@@ -111,7 +127,9 @@ def expected(steps: list[tuple[str, list[str], bool, bool]]) -> tuple[dict[str, 
 
 
 @pytest.fixture(scope="module", params=["embedded", "postgres"])
-def shared_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, EventLog]]:
+def shared_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, EventLog]]:
     if request.param == "postgres":
         request.getfixturevalue("pg_template")
         cluster: Cluster = PostgresCluster(processes=2, threads=8)
@@ -123,7 +141,9 @@ def shared_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     cluster.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(steps=dags())
 def test_random_dags_run_every_step_after_its_dependencies_once(
     shared_cluster: tuple[Cluster, EventLog], steps: list[tuple[str, list[str], bool, bool]]
@@ -168,8 +188,14 @@ def test_random_dags_run_every_step_after_its_dependencies_once(
 
 
 def test_the_property_reference_model_is_itself_right() -> None:
-    steps = [("a", [], True, False), ("b", ["a"], False, False), ("c", ["a"], False, True), ("d", [], False, False)]
-    assert expected(steps) == ({"a": "discarded", "b": "cancelled", "c": "completed", "d": "completed"}, "failed")
+    steps = [
+        ("a", [], True, False),
+        ("b", ["a"], False, False),
+        ("c", ["a"], False, True),
+        ("d", [], False, False),
+    ]
+    assert expected(steps) == (
+        {"a": "discarded", "b": "cancelled", "c": "completed", "d": "completed"},
+        "failed",
+    )
     assert expected([("a", [], False, False)]) == ({"a": "completed"}, "completed")
-
-

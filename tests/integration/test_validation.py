@@ -34,7 +34,11 @@ class Backend(types.SimpleNamespace):
         if isinstance(self.broker, StubBroker):
             return sum(q.qsize() for q in self.broker.queues.values())
         client = redis.Redis.from_url(services.REDIS_URL)
-        return sum(client.llen(k) for k in client.scan_iter(match=f"{self.broker.namespace}:*") if client.type(k) == b"list")
+        return sum(
+            client.llen(k)
+            for k in client.scan_iter(match=f"{self.broker.namespace}:*")
+            if client.type(k) == b"list"
+        )
 
 
 @pytest.fixture(params=["embedded", "postgres"])
@@ -50,7 +54,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         name, namespace = services.create_database(), services.new_namespace()
         store = baton.Store(services.db_url(name))
         broker = RedisBroker(url=services.REDIS_URL, namespace=namespace)
-        cleanup = [store.dispose, lambda: services.drop_database(name), lambda: services.drop_namespace(namespace)]
+        cleanup = [
+            store.dispose,
+            lambda: services.drop_database(name),
+            lambda: services.drop_namespace(namespace),
+        ]
     broker.add_middleware(baton.WorkflowMiddleware(store))
     dramatiq.set_broker(broker)
     yield Backend(broker=broker, store=store, actors=declare(broker, lambda *_: None))
@@ -88,7 +96,11 @@ def test_a_step_depending_on_itself_is_a_cycle(backend: Backend) -> None:
 
 def test_a_missing_dependency_is_rejected(backend: Backend) -> None:
     e = backend.actors.echo
-    wf = baton.Workflow(name="missing").add("a", e.message()).add("b", e.message(), deps=["a", "ghost"])
+    wf = (
+        baton.Workflow(name="missing")
+        .add("a", e.message())
+        .add("b", e.message(), deps=["a", "ghost"])
+    )
     rejected(backend, wf, baton.MissingDependencyError, "Step 'b' depends on 'ghost'")
 
 
@@ -101,7 +113,9 @@ def test_a_duplicate_workflow_id_changes_nothing(backend: Backend) -> None:
     first = baton.Workflow(name="once", id="wf-fixed-id").add("a", e.message(1)).insert()
     rows, queued = backend.rows(), backend.queued()
     assert (rows, queued) == (2, 1)  # the workflow, its step; the step's message
-    again = baton.Workflow(name="twice", id="wf-fixed-id").add("a", e.message(2)).add("b", e.message())
+    again = (
+        baton.Workflow(name="twice", id="wf-fixed-id").add("a", e.message(2)).add("b", e.message())
+    )
     with pytest.raises(baton.DuplicateWorkflowError, match="wf-fixed-id"):
         again.insert()
     assert (backend.rows(), backend.queued()) == (rows, queued)
@@ -137,8 +151,13 @@ def test_step_names_may_be_any_unicode_up_to_255_characters(backend: Backend) ->
 
 
 def test_every_workflow_error_is_a_baton_and_dramatiq_error() -> None:
-    for cls in (baton.CycleError, baton.MissingDependencyError, baton.DuplicateStepError,
-                baton.InvalidStepError, baton.DuplicateWorkflowError):
+    for cls in (
+        baton.CycleError,
+        baton.MissingDependencyError,
+        baton.DuplicateStepError,
+        baton.InvalidStepError,
+        baton.DuplicateWorkflowError,
+    ):
         assert issubclass(cls, baton.WorkflowError)
         assert issubclass(cls, baton.BatonError)
         assert issubclass(cls, dramatiq.DramatiqError)

@@ -20,7 +20,9 @@ def diamond(c: Cluster, name: str = "research:ai") -> baton.Workflow:
         .add("summarize", a.record_deps.message(), deps=["fetch_sources"])
         .add("keywords", a.record_deps.message(), deps=["fetch_sources"])
         .add("credibility", a.record_deps.message(), deps=["fetch_sources"])
-        .add("compile_brief", a.record_deps.message(), deps=["summarize", "keywords", "credibility"])
+        .add(
+            "compile_brief", a.record_deps.message(), deps=["summarize", "keywords", "credibility"]
+        )
     )
 
 
@@ -29,7 +31,9 @@ def collect(stream: baton.events.EventStream) -> list[baton.Event]:
 
 
 def step_states(c: Cluster, workflow_id: str) -> dict[str, str]:
-    return {s.step_name: s.state for s in baton.query.get_workflow_steps(workflow_id, store=c.store)}
+    return {
+        s.step_name: s.state for s in baton.query.get_workflow_steps(workflow_id, store=c.store)
+    }
 
 
 def test_the_diamond_completes_and_its_fan_in_sees_every_result(cluster: Cluster) -> None:
@@ -60,9 +64,13 @@ def test_the_diamond_completes_and_its_fan_in_sees_every_result(cluster: Cluster
     steps = [e.payload for e in events[:-1]]
     completed_at = {p["step_name"]: i for i, p in enumerate(steps) if p["state"] == "completed"}
     assert set(completed_at) == set(results)
-    deps = {"summarize": ["fetch_sources"], "keywords": ["fetch_sources"],
-            "credibility": ["fetch_sources"], "fetch_sources": [],
-            "compile_brief": ["summarize", "keywords", "credibility"]}
+    deps = {
+        "summarize": ["fetch_sources"],
+        "keywords": ["fetch_sources"],
+        "credibility": ["fetch_sources"],
+        "fetch_sources": [],
+        "compile_brief": ["summarize", "keywords", "credibility"],
+    }
     for i, payload in enumerate(steps):
         for dep in deps[payload["step_name"]]:
             assert completed_at[dep] < i, f"{payload['step_name']} before {dep} completed"
@@ -72,9 +80,23 @@ def test_the_diamond_completes_and_its_fan_in_sees_every_result(cluster: Cluster
             ("executing", 1, 1),
             ("completed", 2, 1),
         ]
-        assert mine[-1]["has_result"] is True and mine[-1]["worker"] == "record_deps" or name == "fetch_sources"
-        assert set(mine[0]) >= {"workflow_id", "workflow_name", "step_name", "state", "worker",
-                                "attempt", "has_result", "error", "at", "version"}
+        assert (
+            mine[-1]["has_result"] is True
+            and mine[-1]["worker"] == "record_deps"
+            or name == "fetch_sources"
+        )
+        assert set(mine[0]) >= {
+            "workflow_id",
+            "workflow_name",
+            "step_name",
+            "state",
+            "worker",
+            "attempt",
+            "has_result",
+            "error",
+            "at",
+            "version",
+        }
         assert mine[0]["workflow_name"] == "research:ai"
 
 
@@ -151,7 +173,11 @@ def test_a_discarded_step_cancels_everything_downstream(cluster: Cluster) -> Non
     assert steps["child"].attempt == 0  # never ran
     cancelled = {e.payload["step_name"] for e in events if e.payload.get("state") == "cancelled"}
     assert cancelled == {"child", "grandchild"}
-    assert events[-1].payload == {**events[-1].payload, "outcome": "failed", "failed_steps": ["bad"]}
+    assert events[-1].payload == {
+        **events[-1].payload,
+        "outcome": "failed",
+        "failed_steps": ["bad"],
+    }
 
 
 def test_allow_failed_deps_runs_with_the_results_that_arrived(cluster: Cluster) -> None:
@@ -161,7 +187,9 @@ def test_allow_failed_deps_runs_with_the_results_that_arrived(cluster: Cluster) 
         .add("good", a.echo.message("g"))
         .add("bad", a.boom.message())
         .add("after_bad", a.echo.message(0), deps=["bad"])
-        .add("judge", a.tolerant.message(), deps=["good", "bad", "after_bad"], allow_failed_deps=True)
+        .add(
+            "judge", a.tolerant.message(), deps=["good", "bad", "after_bad"], allow_failed_deps=True
+        )
     )
     run = wf.insert()
     # The only sink completed, so the workflow completed — with a failed step listed
@@ -182,9 +210,12 @@ def test_a_failing_step_is_retried_and_its_attempts_counted(cluster: Cluster) ->
     assert run.results() == {"flaky": {"attempt": 3}}
     states = [(e.payload["state"], e.payload["attempt"]) for e in events[:-1]]
     assert states == [
-        ("executing", 1), ("retryable", 1),
-        ("executing", 2), ("retryable", 2),
-        ("executing", 3), ("completed", 3),
+        ("executing", 1),
+        ("retryable", 1),
+        ("executing", 2),
+        ("retryable", 2),
+        ("executing", 3),
+        ("completed", 3),
     ]
     assert events[1].payload["error"] == "ValueError: attempt 1 fails"
 
@@ -200,7 +231,9 @@ def test_a_step_out_of_retries_is_discarded(cluster: Cluster) -> None:
     assert cluster.runs(run.id) == ["flaky"] * 4
 
 
-def test_a_snoozed_step_runs_again_without_spending_a_retry(cluster: Cluster, tmp_path: Path) -> None:
+def test_a_snoozed_step_runs_again_without_spending_a_retry(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     # Given a step with max_retries=0 that snoozes on its first run
     a = cluster.actors
     wf = (
@@ -213,7 +246,11 @@ def test_a_snoozed_step_runs_again_without_spending_a_retry(cluster: Cluster, tm
     events = collect(stream)
     assert run.wait(timeout=TIMEOUT) == "completed"
     assert run.results()["nap"] == {"attempt": 1}
-    nap = [(e.payload["state"], e.payload["attempt"]) for e in events if e.payload.get("step_name") == "nap"]
+    nap = [
+        (e.payload["state"], e.payload["attempt"])
+        for e in events
+        if e.payload.get("step_name") == "nap"
+    ]
     assert nap == [("executing", 1), ("snoozed", 1), ("executing", 1), ("completed", 1)]
 
 
@@ -233,7 +270,10 @@ def test_cancel_mid_run_stops_the_workflow_and_drops_the_late_result(cluster: Cl
     assert run.status() == "cancelled"
     events = collect(stream)
     assert events[-1].payload["outcome"] == "cancelled"
-    assert {e.payload["step_name"] for e in events if e.payload.get("state") == "cancelled"} == {"slow", "next"}
+    assert {e.payload["step_name"] for e in events if e.payload.get("state") == "cancelled"} == {
+        "slow",
+        "next",
+    }
     # the sleeping body finishes afterwards: its result is dropped, its dependent never runs
     wait_for(lambda: "slow" in cluster.runs(run.id))
     import time
@@ -262,7 +302,9 @@ def test_an_oversize_result_discards_the_step_with_a_clear_error(cluster: Cluste
     run = baton.Workflow(name="big").add("huge", a.bad_result.message(str(2 << 20))).insert()
     assert run.wait(timeout=TIMEOUT) == "failed"
     [step] = baton.query.get_workflow_steps(run.id, store=cluster.store)
-    assert step.error is not None and step.error.startswith("ResultError: Step 'huge' returned 2097154 bytes of JSON; the limit is 1048576")
+    assert step.error is not None and step.error.startswith(
+        "ResultError: Step 'huge' returned 2097154 bytes of JSON; the limit is 1048576"
+    )
     assert cluster.runs(run.id) == ["huge"]
 
 
@@ -309,7 +351,9 @@ def test_late_subscribers_replay_the_store_and_converge(cluster: Cluster) -> Non
         for name in ("fetch_sources", "summarize", "keywords", "credibility", "compile_brief")
     }
     assert events[-1].event == "workflow_finished" and events[-1].payload["outcome"] == "completed"
-    assert [s.step_name for s in baton.query.get_workflow_steps(run.id, store=cluster.store)][0] == "fetch_sources"
+    assert [s.step_name for s in baton.query.get_workflow_steps(run.id, store=cluster.store)][
+        0
+    ] == "fetch_sources"
 
 
 def test_workflow_run_get_and_list_find_inserted_workflows(cluster: Cluster) -> None:

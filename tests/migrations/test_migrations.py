@@ -44,7 +44,9 @@ def schema_objects(store: baton.Store) -> set[str]:
         inspector = sa.inspect(conn)
         names = set(inspector.get_table_names(schema=store.schema))
         for table in list(names):
-            names |= {f"index:{i['name']}" for i in inspector.get_indexes(table, schema=store.schema)}
+            names |= {
+                f"index:{i['name']}" for i in inspector.get_indexes(table, schema=store.schema)
+            }
         if store.dialect == "postgresql":
             types = conn.execute(
                 sa.text(
@@ -98,7 +100,9 @@ def test_downgrade_removes_everything_upgrade_created(empty_store: baton.Store) 
 
 
 def test_check_names_the_fix_when_the_schema_is_missing(empty_store: baton.Store) -> None:
-    with pytest.raises(baton.SchemaOutOfDate, match=r"never migrated.*baton migrate --database-url"):
+    with pytest.raises(
+        baton.SchemaOutOfDate, match=r"never migrated.*baton migrate --database-url"
+    ):
         baton.migrations.check(empty_store)
     baton.migrations.upgrade(empty_store)
     baton.migrations.check(empty_store)
@@ -130,7 +134,11 @@ def test_a_worker_process_refuses_to_start_on_an_unmigrated_database(pg_template
         )
         proc = subprocess.run(
             [sys.executable, "-m", "dramatiq", "tests.support.worker_app", "-p", "1", "-t", "1"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode != 0
         lines = [line for line in proc.stderr.splitlines() if line.startswith("baton_dramatiq:")]
@@ -155,8 +163,21 @@ def test_an_in_process_worker_refuses_to_start_on_an_unmigrated_database(tmp_pat
 
 def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     [wheel] = tmp_path.glob("*.whl")

@@ -103,7 +103,11 @@ def declare(broker: dramatiq.Broker, record: Recorder) -> types.SimpleNamespace:
     async def async_echo(value: Any = None) -> Any:
         ran()
         await asyncio.sleep(0.01)
-        return {"value": value, "deps": baton.get_all_results(), "step": baton.current_step().step_name}
+        return {
+            "value": value,
+            "deps": baton.get_all_results(),
+            "step": baton.current_step().step_name,
+        }
 
     @dramatiq.actor(broker=broker)
     def plain(path: str) -> None:

@@ -29,7 +29,9 @@ NAMESPACE = os.environ["BATON_TEST_NAMESPACE"]
 
 
 def make_broker() -> tuple[RedisBroker, baton.Store, baton.RedisEventBus]:
-    broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE, heartbeat_timeout=4_000, maintenance_chance=100_000)
+    broker = RedisBroker(
+        url=REDIS_URL, namespace=NAMESPACE, heartbeat_timeout=4_000, maintenance_chance=100_000
+    )
     broker.add_middleware(AsyncIO())
     store = baton.Store(DATABASE_URL)
     events = baton.RedisEventBus(REDIS_URL, prefix=NAMESPACE + ":")

@@ -76,7 +76,8 @@ def test_demo_runs_the_diamond_and_shows_each_step_completing_then_the_brief(
     lines = result.output.splitlines()
 
     def index(step: str, state: str) -> int:
-        matches = [i for i, line in enumerate(lines) if re.search(rf"\b{step}\s+{state}\s+attempt 1", line)]
+        pattern = re.compile(rf"\b{step}\s+{state}\s+attempt 1")
+        matches = [i for i, line in enumerate(lines) if pattern.search(line)]
         assert len(matches) == 1, f"{step} {state}:\n{result.output}"
         return matches[0]
 
@@ -109,7 +110,10 @@ def test_demo_exits_1_when_a_step_fails_and_shows_why_without_a_traceback(
     # Then the step is retried, then discarded with its error; its dependent is cancelled
     assert result.exit_code == 1, result.output
     attempts = demo.RETRIES["max_retries"] + 1
-    assert re.search(rf"keywords\s+discarded\s+attempt {attempts}\s+RuntimeError: keyword service is down", result.output)
+    discarded = (
+        rf"keywords\s+discarded\s+attempt {attempts}\s+" r"RuntimeError: keyword service is down"
+    )
+    assert re.search(discarded, result.output)
     assert re.search(r"compile_brief\s+cancelled", result.output)
     assert re.search(r"workflow\s+failed\s+failed steps: keywords", result.output)
     assert "Traceback" not in result.output

@@ -11,13 +11,42 @@ from dramatiq.brokers.stub import StubBroker
 import baton_dramatiq as baton
 
 EXPECTED = {
-    "Store", "WorkflowMiddleware", "MemoryEventBus", "RedisEventBus", "EventBus", "migrations",
-    "workflow_actor", "WorkflowActor", "get_result", "get_all_results", "current_step",
-    "StepContext", "Snooze", "Workflow", "WorkflowRun", "query", "events", "Event",
-    "WorkflowView", "StepView", "BatonError", "ConfigurationError", "SchemaOutOfDate",
-    "StoreError", "WorkflowError", "CycleError", "MissingDependencyError", "DuplicateStepError",
-    "InvalidStepError", "DuplicateWorkflowError", "WorkflowNotFound", "WaitTimeout",
-    "NotInWorkflow", "UnknownDependency", "DependencyFailed", "ResultError",
+    "Store",
+    "WorkflowMiddleware",
+    "MemoryEventBus",
+    "RedisEventBus",
+    "EventBus",
+    "migrations",
+    "workflow_actor",
+    "WorkflowActor",
+    "get_result",
+    "get_all_results",
+    "current_step",
+    "StepContext",
+    "Snooze",
+    "Workflow",
+    "WorkflowRun",
+    "query",
+    "events",
+    "Event",
+    "WorkflowView",
+    "StepView",
+    "BatonError",
+    "ConfigurationError",
+    "SchemaOutOfDate",
+    "StoreError",
+    "WorkflowError",
+    "CycleError",
+    "MissingDependencyError",
+    "DuplicateStepError",
+    "InvalidStepError",
+    "DuplicateWorkflowError",
+    "WorkflowNotFound",
+    "WaitTimeout",
+    "NotInWorkflow",
+    "UnknownDependency",
+    "DependencyFailed",
+    "ResultError",
 }
 
 
@@ -32,15 +61,21 @@ def test_importing_the_package_loads_no_llm_or_web_code() -> None:
     import subprocess
     import sys
 
-    code = "import sys, baton_dramatiq; print(sorted(m for m in ('litellm', 'tiktoken', 'starlette', 'baton_dramatiq.cli') if m in sys.modules))"
+    code = (
+        "import sys, baton_dramatiq; print(sorted(m for m in "
+        "('litellm', 'tiktoken', 'starlette', 'baton_dramatiq.cli') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
     "cls",
-    [getattr(baton, n) for n in sorted(EXPECTED) if isinstance(getattr(baton, n), type)
-     and issubclass(getattr(baton, n), baton.BatonError)],
+    [
+        getattr(baton, n)
+        for n in sorted(EXPECTED)
+        if isinstance(getattr(baton, n), type) and issubclass(getattr(baton, n), baton.BatonError)
+    ],
 )
 def test_every_error_derives_from_baton_and_dramatiq_errors_and_pickles(cls: type) -> None:
     assert issubclass(cls, baton.BatonError) and issubclass(cls, dramatiq.DramatiqError)

@@ -1,0 +1,123 @@
+"""Workflow-level writes: insert a whole workflow, cancel it, finish it exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import states as S
+from ..errors import DuplicateWorkflowError, StoreError, WorkflowNotFound
+from .gateway import Gateway, Transition, _is_unique_violation, _now
+
+
+class Lifecycle(Gateway):
+    def insert_workflow(self, workflow: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+        """Write a workflow and all its steps in one transaction.
+
+        Raises:
+          DuplicateWorkflowError: a workflow with this id exists; nothing was written.
+        """
+
+        def tx(conn: sa.Connection) -> None:
+            exists = conn.execute(
+                sa.select(self.workflows.c.id).where(self.workflows.c.id == workflow["id"])
+            ).first()
+            if exists:
+                raise DuplicateWorkflowError(
+                    f"A workflow with id {workflow['id']!r} exists already"
+                )
+            conn.execute(sa.insert(self.workflows), [workflow])
+            conn.execute(sa.insert(self.nodes), nodes)
+
+        try:
+            self.run(tx)
+        except StoreError as exc:
+            if exc.__cause__ is not None and _is_unique_violation(exc.__cause__):
+                raise DuplicateWorkflowError(
+                    f"A workflow with id {workflow['id']!r} exists already"
+                ) from exc
+            raise
+
+    def cancel_workflow(self, workflow_id: str) -> Transition:
+        """Cancel every step not yet terminal; the workflow's outcome becomes cancelled.
+
+        Raises:
+          WorkflowNotFound: no workflow has this id.
+        """
+        n, w = self.nodes, self.workflows
+        now = _now()
+
+        def tx(conn: sa.Connection) -> Transition:
+            tr = Transition()
+            rows = conn.execute(
+                sa.update(n)
+                .where(n.c.workflow_id == workflow_id, n.c.state.notin_(S.TERMINAL))
+                .values(
+                    state=S.CANCELLED, version=n.c.version + 1, finished_at=now, claimed_by=None
+                )
+                .returning(*self._change_cols)
+            ).all()
+            tr.changes.extend(self._change(row, now) for row in rows)
+            marked = conn.execute(
+                sa.update(w)
+                .where(w.c.id == workflow_id, w.c.remaining > 0)
+                .values(cancelled=True)
+                .returning(w.c.id)
+            ).first()
+            if marked is None and not rows:
+                if conn.execute(sa.select(w.c.id).where(w.c.id == workflow_id)).first() is None:
+                    raise WorkflowNotFound(f"No workflow with id {workflow_id!r}")
+                return tr  # finished already: a cancel changes nothing
+            self._count_terminal(conn, workflow_id, len(rows), now, tr)
+            return tr
+
+        return self.run(tx)
+
+    def mark_published(self, workflow_id: str) -> None:
+        """Record that `workflow_finished` went out for `workflow_id`."""
+        c = self.completions
+        stmt = sa.update(c).where(c.c.workflow_id == workflow_id).values(published_at=_now())
+        self.run(lambda conn: conn.execute(stmt))
+
+    def _count_terminal(
+        self, conn: sa.Connection, workflow_id: str, count: int, now: dt.datetime, tr: Transition
+    ) -> None:
+        """Count `count` steps off the workflow; the transaction that reaches zero finishes it."""
+        if count == 0:
+            return
+        w = self.workflows
+        row = conn.execute(
+            sa.update(w)
+            .where(w.c.id == workflow_id)
+            .values(remaining=w.c.remaining - count)
+            .returning(w.c.remaining, w.c.cancelled, w.c.name)
+        ).first()
+        if row is None or row.remaining != 0:
+            return
+        n = self.nodes
+        unfinished = conn.execute(
+            sa.select(n.c.step_name, n.c.state, n.c.dependents)
+            .where(n.c.workflow_id == workflow_id, n.c.state != S.COMPLETED)
+            .order_by(n.c.position)
+        ).all()
+        failed_steps = [r.step_name for r in unfinished if r.state == S.DISCARDED]
+        if row.cancelled:
+            outcome = S.CANCELLED
+        elif any(not r.dependents for r in unfinished):  # a sink did not complete
+            outcome = "failed"
+        else:
+            outcome = S.COMPLETED
+        conn.execute(
+            sa.insert(self.completions).values(
+                workflow_id=workflow_id, outcome=outcome, failed_steps=failed_steps, finished_at=now
+            )
+        )
+        tr.finished = {
+            "workflow_id": workflow_id,
+            "workflow_name": row.name,
+            "outcome": outcome,
+            "failed_steps": failed_steps,
+            "at": now.isoformat(),
+        }
