@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 import dramatiq
 
 from .context import _running
-from .errors import Snooze
+from .errors import BatonError, Snooze
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,6 +19,13 @@ class Snoozed:
     """What a step's run returns to the middleware when the step raised `Snooze`."""
 
     seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Discarded:
+    """A step's run raised an error that no retry can fix (``retryable = False``)."""
+
+    error: BaseException
 
 
 class WorkflowActor(dramatiq.Actor):  # type: ignore[type-arg]
@@ -37,6 +44,10 @@ class WorkflowActor(dramatiq.Actor):  # type: ignore[type-arg]
         except Snooze as snooze:
             # Kept, not raised: an exception would reach Retries and spend a retry.
             running.outcome = Snoozed(snooze.seconds)
+        except BatonError as error:
+            if error.retryable:
+                raise
+            running.outcome = Discarded(error)  # e.g. a budget: retrying cannot help
         return None
 
 

@@ -33,18 +33,36 @@ class StepContext:
 class RunningStep:
     """A step's context plus the store to read its dependencies' results from."""
 
-    __slots__ = ("context", "message_id", "actor_name", "store", "outcome", "_results")
+    __slots__ = (
+        "context",
+        "message_id",
+        "actor_name",
+        "kwargs",
+        "store",
+        "outcome",
+        "extras",
+        "_results",
+    )
 
     def __init__(
-        self, context: StepContext, message_id: str, actor_name: str, store: Store
+        self,
+        context: StepContext,
+        message_id: str,
+        actor_name: str,
+        store: Store,
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.context = context
         self.message_id = message_id
         self.actor_name = actor_name
+        #: the keyword arguments of the step's message
+        self.kwargs: dict[str, Any] = kwargs or {}
         self.store = store
-        #: what the run returned (or a Snoozed); handed to the middleware here rather than
-        #: returned to Dramatiq, which would warn that no Results backend is configured
+        #: what the run returned (or a Snoozed / Discarded); handed to the middleware here
+        #: rather than returned to Dramatiq, which would warn that no Results backend is set
         self.outcome: Any = None
+        #: per-run state for toolkits built on steps (the LLM toolkit counts its calls here)
+        self.extras: dict[str, Any] = {}
         self._results: dict[str, tuple[str, Any]] | None = None
 
     def results(self) -> dict[str, tuple[str, Any]]:
@@ -58,6 +76,11 @@ class RunningStep:
 _running: contextvars.ContextVar[RunningStep | None] = contextvars.ContextVar(
     "baton_running_step", default=None
 )
+
+
+def running_step() -> RunningStep | None:
+    """The running step of this thread or task, None outside a step (for toolkits)."""
+    return _running.get()
 
 
 def _current() -> RunningStep:

@@ -30,9 +30,15 @@ from dramatiq.middleware import MiddlewareError
 
 
 class BatonError(DramatiqError):
-    """The root of every error raised by baton_dramatiq."""
+    """The root of every error raised by baton_dramatiq.
+
+    Attributes:
+      retryable(bool): False for an error raised inside a step that no retry can fix:
+        the step is discarded at once instead of spending Dramatiq's retries.
+    """
 
     message: str
+    retryable: bool = True
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)  # type: ignore[no-untyped-call]

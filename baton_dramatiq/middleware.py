@@ -29,7 +29,7 @@ from dramatiq.middleware import Middleware, Retries, SkipMessage
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from . import migrations
-from .actor import Snoozed
+from .actor import Discarded, Snoozed
 from .context import RunningStep, StepContext, _running
 from .errors import ConfigurationError, ResultError, SchemaOutOfDate
 from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_event
@@ -141,7 +141,9 @@ class WorkflowMiddleware(Middleware):
             attempt=claim.attempt,
             deps=claim.deps,
         )
-        _running.set(RunningStep(context, message.message_id, claim.actor_name, self.store))
+        _running.set(
+            RunningStep(context, message.message_id, claim.actor_name, self.store, message.kwargs)
+        )
         with self._in_flight_lock:
             self._in_flight[message.message_id] = (workflow_id, step_name)
         self._publish(workflow_id, [step_event(claim.change)])
@@ -189,6 +191,8 @@ class WorkflowMiddleware(Middleware):
                 return  # another middleware failed it before it ran: after_nack follows
             elif isinstance(running.outcome, Snoozed):
                 self._snooze(broker, message, ctx, running.outcome.seconds)
+            elif isinstance(running.outcome, Discarded):
+                self._discard(broker, ctx, running.outcome.error)
             else:
                 self._complete(broker, ctx, running.outcome)
         except Exception:
@@ -203,12 +207,8 @@ class WorkflowMiddleware(Middleware):
         # run again, so it is discarded rather than left executing.
         running = self._release(message)
         if running is not None:
-            ctx = running.context
-            error = describe(getattr(message, "_exception", None) or SkipMessage("skipped"))
-            self.apply(
-                broker,
-                self.store.discard(ctx.workflow_id, ctx.step_name, error, attempt=ctx.attempt),
-            )
+            error = getattr(message, "_exception", None) or SkipMessage("skipped")
+            self._discard(broker, running.context, error)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         ident = message.options.get(STEP_OPTION)
@@ -268,28 +268,31 @@ class WorkflowMiddleware(Middleware):
         try:
             encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
-            error = ResultError(f"Step {ctx.step_name!r} returned a result that is not JSON: {exc}")
-            self.apply(
+            self._discard(
                 broker,
-                self.store.discard(
-                    ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt
-                ),
+                ctx,
+                ResultError(f"Step {ctx.step_name!r} returned a result that is not JSON: {exc}"),
             )
             return
         size = len(encoded.encode())
         if size > self.max_result_bytes:
-            error = ResultError(
-                f"Step {ctx.step_name!r} returned {size} bytes of JSON; the limit is "
-                f"{self.max_result_bytes} (WorkflowMiddleware max_result_bytes)"
-            )
-            self.apply(
+            self._discard(
                 broker,
-                self.store.discard(
-                    ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt
+                ctx,
+                ResultError(
+                    f"Step {ctx.step_name!r} returned {size} bytes of JSON; the limit is "
+                    f"{self.max_result_bytes} (WorkflowMiddleware max_result_bytes)"
                 ),
             )
             return
         self.apply(broker, self.store.complete(ctx.workflow_id, ctx.step_name, ctx.attempt, result))
+
+    def _discard(self, broker: dramatiq.Broker, ctx: StepContext, error: BaseException) -> None:
+        """Discard the running step now, spending no retry."""
+        transition = self.store.discard(
+            ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt
+        )
+        self.apply(broker, transition)
 
     def _snooze(
         self, broker: dramatiq.Broker, message: Any, ctx: StepContext, seconds: float

@@ -231,6 +231,15 @@ def test_a_step_out_of_retries_is_discarded(cluster: Cluster) -> None:
     assert cluster.runs(run.id) == ["flaky"] * 4
 
 
+def test_an_error_no_retry_can_fix_discards_the_step_at_once(cluster: Cluster) -> None:
+    run = baton.Workflow(name="fatal").add("fatal", cluster.actors.hopeless.message()).insert()
+    assert run.wait(timeout=TIMEOUT) == "failed"
+    [step] = baton.query.get_workflow_steps(run.id, store=cluster.store)
+    assert (step.state, step.attempt) == ("discarded", 1)
+    assert step.error == "BatonError: no retry can fix this"
+    assert cluster.runs(run.id) == ["fatal"]  # max_retries=3, yet it ran once
+
+
 def test_a_snoozed_step_runs_again_without_spending_a_retry(
     cluster: Cluster, tmp_path: Path
 ) -> None:

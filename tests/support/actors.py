@@ -56,6 +56,13 @@ def declare(broker: dramatiq.Broker, record: Recorder) -> types.SimpleNamespace:
             raise ValueError(f"attempt {ctx.attempt} fails")
         return {"attempt": ctx.attempt}
 
+    @baton.workflow_actor(broker=broker, max_retries=3, **FAST_RETRY)
+    def hopeless() -> None:
+        ran()
+        error = baton.BatonError("no retry can fix this")
+        error.retryable = False
+        raise error
+
     @baton.workflow_actor(broker=broker, max_retries=0)
     def snoozer(marker: str, seconds: float = 0.2) -> dict[str, int]:
         ctx = ran()
@@ -119,6 +126,7 @@ def declare(broker: dramatiq.Broker, record: Recorder) -> types.SimpleNamespace:
         boom=boom,
         flaky=flaky,
         snoozer=snoozer,
+        hopeless=hopeless,
         sleeper=sleeper,
         bad_result=bad_result,
         tolerant=tolerant,
