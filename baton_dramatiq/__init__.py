@@ -8,7 +8,7 @@ run = (baton.Workflow(name="brief")
        .insert())
 """
 
-from . import events, migrations, query
+from . import debug, events, migrations, query, stats
 from .actor import WorkflowActor, workflow_actor
 from .context import StepContext, current_step, get_all_results, get_result
 from .errors import (
@@ -36,6 +36,7 @@ from .query import StepView, WorkflowView
 from .redis_events import RedisEventBus
 from .run import WorkflowRun
 from .store import Store
+from .sweeper import Sweeper, SweepReport
 from .workflow import Workflow
 
 __version__ = "0.1.0"
@@ -47,6 +48,8 @@ __all__ = [
     "MemoryEventBus",
     "RedisEventBus",
     "EventBus",
+    "Sweeper",
+    "SweepReport",
     "migrations",
     # steps
     "workflow_actor",
@@ -62,6 +65,8 @@ __all__ = [
     # reading
     "query",
     "events",
+    "stats",
+    "debug",
     "Event",
     "WorkflowView",
     "StepView",

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -234,6 +235,7 @@ class WorkflowMiddleware(Middleware):
         """
         if not transition:
             return
+        fault_point("after_commit")
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
             self._publish(workflow_id, [step_event(c) for c in transition.changes])
@@ -246,6 +248,7 @@ class WorkflowMiddleware(Middleware):
                     "Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION)
                 )
         if transition.finished is not None:
+            fault_point("before_finished")
             finished = transition.finished
             if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
                 self.store.mark_published(finished["workflow_id"])
@@ -306,6 +309,15 @@ class WorkflowMiddleware(Middleware):
                 message_timestamp=int(time.time() * 1000),
             )
             broker.enqueue(again, delay=int(seconds * 1000) or None)
+
+
+#: called at the crash points of `apply`; the fault tests kill the process there
+fault_hook: Callable[[str], None] | None = None
+
+
+def fault_point(name: str) -> None:
+    if fault_hook is not None:
+        fault_hook(name)
 
 
 def describe(exception: BaseException) -> str:

@@ -171,6 +171,7 @@ class Workflow:
                     "version": 0,
                     "has_result": False,
                     "inserted_at": now,
+                    "due_at": None if step.deps else now,
                 }
             )
         workflow = {
@@ -186,9 +187,15 @@ class Workflow:
         return workflow, nodes
 
 
-def enqueue_step(broker: dramatiq.Broker, message: dict[str, Any]) -> None:
-    """Enqueue a stored step message, stamped now so that AgeLimit counts from here."""
+def enqueue_step(broker: dramatiq.Broker, message: dict[str, Any], *, new_id: bool = False) -> None:
+    """Enqueue a stored step message, stamped now so that AgeLimit counts from here.
+
+    A re-enqueue of a message that may still exist somewhere gets a new message id
+    (`new_id`): brokers key messages by id, and the gate makes the copy harmless.
+    """
     fields = dict(message, message_timestamp=int(time.time() * 1000))
+    if new_id:
+        fields["message_id"] = dramatiq.message.generate_unique_id()
     broker.enqueue(dramatiq.Message(**fields))
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 import baton_dramatiq as baton
 
-from . import commands, live
+from . import commands, live, maintenance, spend
 
 
 class BatonGroup(click.Group):
@@ -63,6 +63,9 @@ COMMANDS: tuple[click.Command, ...] = (
     commands.status,
     live.watch,
     commands.cancel,
+    spend.cost,
+    spend.replay,
+    maintenance.prune,
 )
 
 

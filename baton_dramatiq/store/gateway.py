@@ -1,7 +1,7 @@
 """The gateway's plumbing: engine, tables, transactions, and what transitions return.
 
 All SQL against baton's tables lives in this package (`gateway`, `lifecycle`,
-`transitions`, `reads`), composed into `Store` in `sql`.
+`transitions`, `reads`, `llm`), composed into `Store` in `sql`.
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .llm import LLMLedger
+from .maintenance import Maintenance
 from .reads import Reads
 from .transitions import Transitions
 
 
-class Store(Transitions, Reads):
+class Store(Transitions, Reads, Maintenance, LLMLedger):
     """Durable workflow state in PostgreSQL (psycopg 3) or SQLite.
 
     Parameters:

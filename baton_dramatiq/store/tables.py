@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 #: the Alembic revision this code needs; `migrations.upgrade` brings a database to it
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 VERSION_TABLE = "baton_schema_version"
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -56,6 +56,9 @@ def build_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("cancelled", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("max_cost_usd", sa.Float, nullable=True),
         sa.Column("inserted_at", UTCDateTime, nullable=False),
+        # the LLM ledger (0002): paid so far, and held by calls in flight
+        sa.Column("llm_spent_usd", sa.Float, nullable=False, server_default="0"),
+        sa.Column("llm_reserved_usd", sa.Float, nullable=False, server_default="0"),
         sa.Index("ix_workflows_inserted_at", "inserted_at"),
         sa.Index("ix_workflows_parent_id", "parent_id"),
     )
@@ -85,6 +88,9 @@ def build_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("inserted_at", UTCDateTime, nullable=False),
         sa.Column("started_at", UTCDateTime, nullable=True),
         sa.Column("finished_at", UTCDateTime, nullable=True),
+        # the step's LLM ledger (0002), over all its attempts
+        sa.Column("llm_spent_usd", sa.Float, nullable=False, server_default="0"),
+        sa.Column("llm_reserved_usd", sa.Float, nullable=False, server_default="0"),
         sa.Index("ix_workflow_nodes_state_due", "state", "due_at"),
     )
 
@@ -113,6 +119,9 @@ def build_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("latency_ms", sa.Float, nullable=False, server_default="0"),
         sa.Column("cached", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("at", UTCDateTime, nullable=False),
+        # a paid call's identity and answer (0002): what a re-run of the step replays
+        sa.Column("call_key", sa.String(64), nullable=True),
+        sa.Column("response", JSONType, nullable=True),
         sa.Index("ix_workflow_step_stats_workflow", "workflow_id", "step_name"),
     )
 
@@ -130,6 +139,10 @@ def build_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("error", sa.Text, nullable=True),
         sa.Column("cached", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("at", UTCDateTime, nullable=False),
+        # 0002: the call's place in its run, its duration, whether a field was cut short
+        sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("latency_ms", sa.Float, nullable=False, server_default="0"),
+        sa.Column("truncated", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Index("ix_workflow_debug_logs_workflow", "workflow_id", "step_name"),
         sa.Index("ix_workflow_debug_logs_at", "at"),
     )

@@ -255,6 +255,11 @@ class Transitions(Lifecycle):
                     finished_at=sa.case(
                         (counts_off, n.c.finished_at), else_=sa.literal(now, UTCDateTime)
                     ),
+                    # when it became available: the Sweeper re-enqueues it if still so later
+                    due_at=sa.case(
+                        (sa.and_(counts_off, n.c.pending_deps == 1), sa.literal(now, UTCDateTime)),
+                        else_=n.c.due_at,
+                    ),
                 )
                 .returning(
                     *self._change_cols,

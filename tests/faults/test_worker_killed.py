@@ -37,6 +37,7 @@ def test_a_step_whose_worker_is_killed_runs_again_and_the_workflow_finishes_once
                     )
                 ).scalar()
 
+        wait_for(lambda: "slow" in cluster.runs(run.id))  # its body is running
         owner = wait_for(claimant)
         pid = int(owner.split(":")[1])
         assert pid in [w.pid for w in cluster.workers]

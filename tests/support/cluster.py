@@ -96,7 +96,7 @@ class EmbeddedCluster(Cluster):
 class PostgresCluster(Cluster):
     kind = "postgres"
 
-    def __init__(self, *, processes: int = 2, threads: int = 4) -> None:
+    def __init__(self, *, processes: int = 2, threads: int = 4, **worker_env: str) -> None:
         self.db_name = services.create_database()
         self.database_url = services.db_url(self.db_name)
         self.namespace = services.new_namespace()
@@ -118,15 +118,16 @@ class PostgresCluster(Cluster):
         self.threads = threads
         self.workers: list[subprocess.Popen[str]] = []
         for _ in range(processes):
-            self.start_worker()
+            self.start_worker(**worker_env)
         for proc in self.workers:
             self._await_ready(proc)
 
-    def start_worker(self, *, wait: bool = False) -> subprocess.Popen[str]:
+    def start_worker(self, *, wait: bool = False, **env: str) -> subprocess.Popen[str]:
+        """Start one more worker process; `env` adds BATON_TEST_* settings (sweeper, faults)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.worker_app", str(self.threads)],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **env},
             stdout=subprocess.PIPE,
             text=True,
         )

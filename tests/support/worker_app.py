@@ -9,10 +9,12 @@ of this version has no option for it) and stops on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+from typing import Any
 
 import dramatiq
 import redis
@@ -20,12 +22,32 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
 import baton_dramatiq as baton
+from baton_dramatiq import middleware as baton_middleware
 
 from .actors import declare
+from .llm_actors import declare_llm
 
 DATABASE_URL = os.environ["BATON_TEST_DATABASE_URL"]
+_redis = redis.Redis.from_url(os.environ["BATON_TEST_REDIS_URL"])
 REDIS_URL = os.environ["BATON_TEST_REDIS_URL"]
 NAMESPACE = os.environ["BATON_TEST_NAMESPACE"]
+
+
+class RecordingSweeper(baton.Sweeper):
+    """Records each sweep it ran, so tests can check that sweeps never overlap."""
+
+    def sweep_once(self, *args: Any, **kwargs: Any) -> baton.SweepReport:
+        report = super().sweep_once(*args, **kwargs)
+        if report.ran:
+            record = [
+                report.holder,
+                report.started_at.timestamp(),
+                report.finished_at.timestamp(),
+                report.rescued,
+                report.published,
+            ]
+            _redis.rpush(f"{NAMESPACE}:sweeps", json.dumps(record))
+        return report
 
 
 def make_broker() -> tuple[RedisBroker, baton.Store, baton.RedisEventBus]:
@@ -36,14 +58,25 @@ def make_broker() -> tuple[RedisBroker, baton.Store, baton.RedisEventBus]:
     store = baton.Store(DATABASE_URL)
     events = baton.RedisEventBus(REDIS_URL, prefix=NAMESPACE + ":")
     broker.add_middleware(baton.WorkflowMiddleware(store, events=events, claim_timeout=3))
+    if "BATON_TEST_SWEEP_INTERVAL" in os.environ:
+        broker.add_middleware(
+            RecordingSweeper(
+                store,
+                interval=float(os.environ["BATON_TEST_SWEEP_INTERVAL"]),
+                rescue_after=float(os.environ.get("BATON_TEST_RESCUE_AFTER", "1")),
+            )
+        )
     return broker, store, events
+
+
+def crash_at(point: str) -> None:
+    """Kill this process, as a power cut would, the first time `point` is reached."""
+    if point == os.environ.get("BATON_TEST_FAULT"):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_key(workflow_id: str) -> str:
     return f"{NAMESPACE}:runs:{workflow_id}"
-
-
-_redis = redis.Redis.from_url(REDIS_URL)
 
 
 def record(workflow_id: str, step_name: str) -> None:
@@ -51,8 +84,10 @@ def record(workflow_id: str, step_name: str) -> None:
 
 
 broker, store, events = make_broker()
+baton_middleware.fault_hook = crash_at
 dramatiq.set_broker(broker)
 actors = declare(broker, record)
+llm_actors = declare_llm(broker, record)
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import baton_dramatiq as baton
 EXPECTED = {
     "Store",
     "WorkflowMiddleware",
+    "Sweeper",
+    "SweepReport",
     "MemoryEventBus",
     "RedisEventBus",
     "EventBus",
@@ -28,6 +30,8 @@ EXPECTED = {
     "WorkflowRun",
     "query",
     "events",
+    "stats",
+    "debug",
     "Event",
     "WorkflowView",
     "StepView",
