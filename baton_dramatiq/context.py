@@ -51,6 +51,7 @@ class RunningStep:
         actor_name: str,
         store: Store,
         kwargs: dict[str, Any] | None = None,
+        results: dict[str, tuple[str, Any]] | None = None,
     ) -> None:
         self.context = context
         self.message_id = message_id
@@ -63,7 +64,8 @@ class RunningStep:
         self.outcome: Any = None
         #: per-run state for toolkits built on steps (the LLM toolkit counts its calls here)
         self.extras: dict[str, Any] = {}
-        self._results: dict[str, tuple[str, Any]] | None = None
+        #: ``{dependency: (state, result)}``; read when the step was claimed, else on first use
+        self._results = results
 
     def results(self) -> dict[str, tuple[str, Any]]:
         # read once per run, on first use: most steps never ask

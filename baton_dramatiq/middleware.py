@@ -143,7 +143,14 @@ class WorkflowMiddleware(Middleware):
             deps=claim.deps,
         )
         _running.set(
-            RunningStep(context, message.message_id, claim.actor_name, self.store, message.kwargs)
+            RunningStep(
+                context,
+                message.message_id,
+                claim.actor_name,
+                self.store,
+                message.kwargs,
+                claim.results,
+            )
         )
         with self._in_flight_lock:
             self._in_flight[message.message_id] = (workflow_id, step_name)

@@ -68,6 +68,8 @@ class Claim:
     deps: tuple[str, ...]
     allow_failed_deps: bool
     change: StepChange
+    #: ``{dependency: (state, result)}``, read in the claiming transaction
+    results: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 _CHANGE_COLUMNS = (

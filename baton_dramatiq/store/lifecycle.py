@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,19 +82,23 @@ class Lifecycle(Gateway):
         stmt = sa.update(c).where(c.c.workflow_id == workflow_id).values(published_at=_now())
         self.run(lambda conn: conn.execute(stmt))
 
+    @functools.cached_property
+    def _count_off(self) -> sa.Update:
+        w = self.workflows
+        return (
+            sa.update(w)
+            .where(w.c.id == sa.bindparam("p_wid"))
+            .values(remaining=w.c.remaining - sa.bindparam("p_count", type_=sa.Integer))
+            .returning(w.c.remaining, w.c.cancelled, w.c.name)
+        )
+
     def _count_terminal(
         self, conn: sa.Connection, workflow_id: str, count: int, now: dt.datetime, tr: Transition
     ) -> None:
         """Count `count` steps off the workflow; the transaction that reaches zero finishes it."""
         if count == 0:
             return
-        w = self.workflows
-        row = conn.execute(
-            sa.update(w)
-            .where(w.c.id == workflow_id)
-            .values(remaining=w.c.remaining - count)
-            .returning(w.c.remaining, w.c.cancelled, w.c.name)
-        ).first()
+        row = conn.execute(self._count_off, {"p_wid": workflow_id, "p_count": count}).first()
         if row is None or row.remaining != 0:
             return
         n = self.nodes

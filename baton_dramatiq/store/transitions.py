@@ -10,6 +10,7 @@ it to zero, and only that one, makes it ``available``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,59 +23,51 @@ from .tables import UTCDateTime
 
 
 class Transitions(Lifecycle):
+    @functools.cached_property
+    def _sql(self) -> _Statements:
+        return _Statements(self.nodes, self._change_cols)
+
     def claim(
         self, workflow_id: str, step_name: str, *, worker_id: str, stale_before: dt.datetime
     ) -> Claim | str:
         """Take a step for execution, or say why not.
 
+        The results of the step's dependencies are read in the same transaction.
+
         Returns:
           a Claim, or one of ``"not_ready"`` (still pending), ``"finished"`` (terminal),
           ``"busy"`` (another worker holds a live claim), ``"missing"``.
         """
-        n = self.nodes
         now = _now()
-        stmt = (
-            sa.update(n)
-            .where(
-                n.c.workflow_id == workflow_id,
-                n.c.step_name == step_name,
-                sa.or_(
-                    n.c.state.in_(S.CLAIMABLE),
-                    sa.and_(n.c.state == S.EXECUTING, n.c.heartbeat_at < stale_before),
-                ),
-            )
-            .values(
-                state=S.EXECUTING,
-                attempt=sa.case((n.c.state == S.SNOOZED, n.c.attempt), else_=n.c.attempt + 1),
-                version=n.c.version + 1,
-                claimed_by=worker_id,
-                heartbeat_at=now,
-                started_at=now,
-                due_at=None,
-                error=None,  # the last attempt's error was published with `retryable`
-            )
-            .returning(*self._change_cols, n.c.deps, n.c.allow_failed_deps)
-        )
+        sql = self._sql
+        params = {
+            "p_wid": workflow_id,
+            "p_step": step_name,
+            "p_worker": worker_id,
+            "p_now": now,
+            "p_stale": stale_before,
+        }
 
         def tx(conn: sa.Connection) -> Claim | str:
-            row = conn.execute(stmt).first()
+            row = conn.execute(sql.claim, params).first()
             if row is not None:
-                change = self._change(row, now)
+                deps = tuple(row.deps)
+                results = {}
+                if deps:
+                    rows = conn.execute(sql.results, {"p_wid": workflow_id, "p_names": deps})
+                    results = {r.step_name: (r.state, r.result) for r in rows}
                 return Claim(
                     workflow_id=workflow_id,
                     workflow_name=row.workflow_name,
                     step_name=step_name,
                     actor_name=row.actor_name,
                     attempt=row.attempt,
-                    deps=tuple(row.deps),
+                    deps=deps,
                     allow_failed_deps=row.allow_failed_deps,
-                    change=change,
+                    change=self._change(row, now),
+                    results=results,
                 )
-            state = conn.execute(
-                sa.select(n.c.state).where(
-                    n.c.workflow_id == workflow_id, n.c.step_name == step_name
-                )
-            ).scalar()
+            state = conn.execute(sql.state, params).scalar()
             if state is None:
                 return "missing"
             if state == S.PENDING:
@@ -90,50 +83,33 @@ class Transitions(Lifecycle):
 
         A step cancelled or taken over meanwhile is left alone: its result is dropped.
         """
-        n = self.nodes
         now = _now()
-        stmt = (
-            sa.update(n)
-            .where(*self._running(workflow_id, step_name, attempt))
-            .values(
-                state=S.COMPLETED,
-                has_result=True,
-                result=sa.JSON.NULL if result is None else result,
-                version=n.c.version + 1,
-                finished_at=now,
-                error=None,
-                claimed_by=None,
-            )
-            .returning(*self._change_cols, n.c.dependents)
-        )
-        return self.run(lambda conn: self._settle(conn, stmt, now, ok=True))
+        params = {
+            "p_wid": workflow_id,
+            "p_step": step_name,
+            "p_attempt": attempt,
+            "p_result": result,
+            "p_now": now,
+        }
+        return self.run(lambda conn: self._settle(conn, self._sql.complete, params, ok=True))
 
     def discard(
         self, workflow_id: str, step_name: str, error: str, *, attempt: int | None = None
     ) -> Transition:
-        """A step failed for good: discard it and cancel what can no longer run."""
-        n = self.nodes
+        """A step failed for good: discard it and cancel what can no longer run.
+
+        Parameters:
+          attempt(int|None): only if the step is still at this attempt.
+        """
         now = _now()
-        where = [
-            n.c.workflow_id == workflow_id,
-            n.c.step_name == step_name,
-            n.c.state.in_(S.TRANSITIONS[S.DISCARDED]),
-        ]
-        if attempt is not None:
-            where.append(n.c.attempt == attempt)
-        stmt = (
-            sa.update(n)
-            .where(*where)
-            .values(
-                state=S.DISCARDED,
-                version=n.c.version + 1,
-                finished_at=now,
-                error=_short(error),
-                claimed_by=None,
-            )
-            .returning(*self._change_cols, n.c.dependents)
-        )
-        return self.run(lambda conn: self._settle(conn, stmt, now, ok=False))
+        params = {
+            "p_wid": workflow_id,
+            "p_step": step_name,
+            "p_attempt": attempt,
+            "p_error": _short(error),
+            "p_now": now,
+        }
+        return self.run(lambda conn: self._settle(conn, self._sql.discard, params, ok=False))
 
     def retryable(
         self, workflow_id: str, step_name: str, attempt: int, error: str, due_at: dt.datetime
@@ -161,15 +137,6 @@ class Transitions(Lifecycle):
         )
         return self.run(lambda conn: conn.execute(stmt).rowcount)
 
-    def _running(self, workflow_id: str, step_name: str, attempt: int) -> list[Any]:
-        n = self.nodes
-        return [
-            n.c.workflow_id == workflow_id,
-            n.c.step_name == step_name,
-            n.c.state == S.EXECUTING,
-            n.c.attempt == attempt,
-        ]
-
     def _pause(
         self,
         workflow_id: str,
@@ -179,35 +146,33 @@ class Transitions(Lifecycle):
         due_at: dt.datetime,
         error: str | None,
     ) -> Transition:
-        n = self.nodes
         now = _now()
-        stmt = (
-            sa.update(n)
-            .where(*self._running(workflow_id, step_name, attempt))
-            .values(
-                state=state, version=n.c.version + 1, due_at=due_at, error=error, claimed_by=None
-            )
-            .returning(*self._change_cols)
-        )
+        params = {
+            "p_wid": workflow_id,
+            "p_step": step_name,
+            "p_attempt": attempt,
+            "p_state": state,
+            "p_due": due_at,
+            "p_error": error,
+        }
 
         def tx(conn: sa.Connection) -> Transition:
-            row = conn.execute(stmt).first()
+            row = conn.execute(self._sql.pause, params).first()
             return Transition(changes=[self._change(row, now)] if row else [])
 
         return self.run(tx)
 
     def _settle(
-        self, conn: sa.Connection, stmt: sa.Update, now: dt.datetime, *, ok: bool
+        self, conn: sa.Connection, stmt: sa.Update, params: dict[str, Any], *, ok: bool
     ) -> Transition:
         """Apply a step's terminal UPDATE, then everything downstream of it."""
         tr = Transition()
-        row = conn.execute(stmt).first()
+        row = conn.execute(stmt, params).first()
         if row is None:
             return tr
+        now = params["p_now"]
         tr.changes.append(self._change(row, now))
-        terminal = 1 + self._propagate(
-            conn, row.workflow_id, row.step_name, row.dependents, ok, now, tr
-        )
+        terminal = 1 + self._propagate(conn, row.workflow_id, row.dependents, ok, now, tr)
         self._count_terminal(conn, row.workflow_id, terminal, now, tr)
         return tr
 
@@ -215,61 +180,26 @@ class Transitions(Lifecycle):
         self,
         conn: sa.Connection,
         workflow_id: str,
-        source: str,
         dependents: list[str],
         ok: bool,
         now: dt.datetime,
         tr: Transition,
     ) -> int:
-        """Tell `source`'s dependents it settled; returns how many steps it cancelled.
+        """Tell the dependents of a step that it settled; returns how many it cancelled.
 
         A dependent counts a completed dependency off; one that tolerates failures
         (``allow_failed_deps``) counts off any settled dependency; any other is cancelled
         when a dependency did not complete, and so on transitively.
         """
-        n = self.nodes
         cancelled = 0
         frontier: list[tuple[list[str], bool]] = [(dependents, ok)]
         while frontier:
             names, dep_ok = frontier.pop()
             if not names:
                 continue
-            counts_off = sa.true() if dep_ok else n.c.allow_failed_deps
-            stmt = (
-                sa.update(n)
-                .where(
-                    n.c.workflow_id == workflow_id,
-                    n.c.step_name.in_(sorted(names)),
-                    n.c.state == S.PENDING,
-                )
-                .values(
-                    pending_deps=sa.case(
-                        (counts_off, n.c.pending_deps - 1), else_=n.c.pending_deps
-                    ),
-                    state=sa.case(
-                        (sa.and_(counts_off, n.c.pending_deps == 1), S.AVAILABLE),
-                        (counts_off, n.c.state),
-                        else_=S.CANCELLED,
-                    ),
-                    version=sa.case((counts_off, n.c.version), else_=n.c.version + 1),
-                    finished_at=sa.case(
-                        (counts_off, n.c.finished_at), else_=sa.literal(now, UTCDateTime)
-                    ),
-                    # when it became available: the Sweeper re-enqueues it if still so later
-                    due_at=sa.case(
-                        (sa.and_(counts_off, n.c.pending_deps == 1), sa.literal(now, UTCDateTime)),
-                        else_=n.c.due_at,
-                    ),
-                )
-                .returning(
-                    *self._change_cols,
-                    n.c.dependents,
-                    sa.case((n.c.state == S.AVAILABLE, n.c.message), else_=sa.null()).label(
-                        "ready_message"
-                    ),
-                )
-            )
-            for row in conn.execute(stmt):
+            stmt = self._sql.completed_dep if dep_ok else self._sql.failed_dep
+            params = {"p_wid": workflow_id, "p_names": sorted(names), "p_now": now}
+            for row in conn.execute(stmt, params):
                 if row.state == S.AVAILABLE:
                     tr.ready.append(_as_dict(row.ready_message))
                 elif row.state == S.CANCELLED:
@@ -277,3 +207,124 @@ class Transitions(Lifecycle):
                     tr.changes.append(self._change(row, now))
                     frontier.append((row.dependents, False))
         return cancelled
+
+
+class _Statements:
+    """The hot statements, built once per store and bound per call.
+
+    Building a statement and computing its cache key cost about as much CPU as running
+    it; a prebuilt statement skips both.
+    """
+
+    def __init__(self, n: sa.Table, change_cols: list[sa.Column[Any]]) -> None:
+        wid = sa.bindparam("p_wid", type_=sa.String)
+        step = sa.bindparam("p_step", type_=sa.String)
+        now = sa.bindparam("p_now", type_=UTCDateTime)
+        this_step = (n.c.workflow_id == wid, n.c.step_name == step)
+        running = (*this_step, n.c.state == S.EXECUTING, n.c.attempt == sa.bindparam("p_attempt"))
+
+        self.claim = (
+            sa.update(n)
+            .where(
+                *this_step,
+                sa.or_(
+                    n.c.state.in_(S.CLAIMABLE),
+                    sa.and_(
+                        n.c.state == S.EXECUTING,
+                        n.c.heartbeat_at < sa.bindparam("p_stale", type_=UTCDateTime),
+                    ),
+                ),
+            )
+            .values(
+                state=S.EXECUTING,
+                attempt=sa.case((n.c.state == S.SNOOZED, n.c.attempt), else_=n.c.attempt + 1),
+                version=n.c.version + 1,
+                claimed_by=sa.bindparam("p_worker"),
+                heartbeat_at=now,
+                started_at=now,
+                due_at=None,
+                error=None,  # the last attempt's error was published with `retryable`
+            )
+            .returning(*change_cols, n.c.deps, n.c.allow_failed_deps)
+        )
+        self.state = sa.select(n.c.state).where(*this_step)
+        self.results = sa.select(n.c.step_name, n.c.state, n.c.result).where(
+            n.c.workflow_id == wid, n.c.step_name.in_(sa.bindparam("p_names", expanding=True))
+        )
+        self.complete = (
+            sa.update(n)
+            .where(*running)
+            .values(
+                state=S.COMPLETED,
+                has_result=True,
+                result=sa.bindparam("p_result", type_=n.c.result.type),
+                version=n.c.version + 1,
+                finished_at=now,
+                error=None,
+                claimed_by=None,
+            )
+            .returning(*change_cols, n.c.dependents)
+        )
+        attempt_matches = sa.or_(
+            sa.bindparam("p_attempt", type_=sa.Integer).is_(None),
+            n.c.attempt == sa.bindparam("p_attempt", type_=sa.Integer),
+        )
+        self.discard = (
+            sa.update(n)
+            .where(*this_step, n.c.state.in_(S.TRANSITIONS[S.DISCARDED]), attempt_matches)
+            .values(
+                state=S.DISCARDED,
+                version=n.c.version + 1,
+                finished_at=now,
+                error=sa.bindparam("p_error"),
+                claimed_by=None,
+            )
+            .returning(*change_cols, n.c.dependents)
+        )
+        self.pause = (
+            sa.update(n)
+            .where(*running)
+            .values(
+                state=sa.bindparam("p_state"),
+                version=n.c.version + 1,
+                due_at=sa.bindparam("p_due", type_=UTCDateTime),
+                error=sa.bindparam("p_error"),
+                claimed_by=None,
+            )
+            .returning(*change_cols)
+        )
+        self.completed_dep = self._settled_dep(n, change_cols, sa.true())
+        self.failed_dep = self._settled_dep(n, change_cols, n.c.allow_failed_deps)
+
+    @staticmethod
+    def _settled_dep(
+        n: sa.Table, change_cols: list[sa.Column[Any]], counts_off: sa.ColumnElement[bool]
+    ) -> sa.Update:
+        """A dependency of the named pending steps settled: count it off or cancel them."""
+        now = sa.bindparam("p_now", type_=UTCDateTime)
+        becomes_ready = sa.and_(counts_off, n.c.pending_deps == 1)
+        return (
+            sa.update(n)
+            .where(
+                n.c.workflow_id == sa.bindparam("p_wid"),
+                n.c.step_name.in_(sa.bindparam("p_names", expanding=True)),
+                n.c.state == S.PENDING,
+            )
+            .values(
+                pending_deps=sa.case((counts_off, n.c.pending_deps - 1), else_=n.c.pending_deps),
+                state=sa.case(
+                    (becomes_ready, S.AVAILABLE), (counts_off, n.c.state), else_=S.CANCELLED
+                ),
+                version=sa.case((counts_off, n.c.version), else_=n.c.version + 1),
+                finished_at=sa.case((counts_off, n.c.finished_at), else_=now),
+                # when it became available: the Sweeper re-enqueues it if still so later
+                due_at=sa.case((becomes_ready, now), else_=n.c.due_at),
+            )
+            .returning(
+                *change_cols,
+                n.c.dependents,
+                sa.case((n.c.state == S.AVAILABLE, n.c.message), else_=sa.null()).label(
+                    "ready_message"
+                ),
+            )
+        )
