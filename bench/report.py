@@ -1,0 +1,268 @@
+"""Markdown tables and the targets of issue #3, from the results of a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+# -- formatting --------------------------------------------------------------------------
+
+
+def num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def ms(summary: dict[str, Any], key: str) -> str:
+    return num(summary.get(key), 1)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- one section per scenario ------------------------------------------------------------
+
+
+def overhead(r: dict[str, Any]) -> str:
+    rows = [
+        ["bare Dramatiq", f"{r['messages']} messages", num(r["bare"]["msgs_per_s"]), "1.00"],
+        [
+            "baton_dramatiq",
+            f"1 → {r['width']} → 1 workflow",
+            num(r["baton"]["msgs_per_s"]),
+            num(r["ratio"], 2),
+        ],
+    ]
+    head = f"**1. Overhead** (median of {r['rounds']} alternating round(s))\n\n"
+    return head + table(["contender", "work", "msgs (steps)/s", "ratio"], rows)
+
+
+def diamonds(r: dict[str, Any]) -> str:
+    rows = []
+    for c in r["contenders"].values():
+        lat = c["latency"]
+        rows.append(
+            [
+                c["name"],
+                c["results_to_fan_in"],
+                num(c["diamonds_per_s"]),
+                ms(lat, "p50_ms"),
+                ms(lat, "p95_ms"),
+            ]
+        )
+    for key, error in r.get("errors", {}).items():
+        rows.append([key, f"failed: {error}", "–", "–", "–"])
+    head = f"**2. Diamond throughput** ({r['diamonds']} diamonds submitted at once)\n\n"
+    text = head + table(
+        ["contender", "results into the fan-in step", "diamonds/s", "p50 ms", "p95 ms"], rows
+    )
+    baton = r["contenders"].get("baton", {}).get("rounds", [{}])[0].get("fan_in_under_load")
+    if baton:
+        text += (
+            f"\n\nbaton_dramatiq fan-in latency under this load (from the store): p50 "
+            f"{ms(baton, 'p50_ms')} ms, p95 {ms(baton, 'p95_ms')} ms, p99 {ms(baton, 'p99_ms')} ms."
+        )
+    return text
+
+
+def fanin(r: dict[str, Any]) -> str:
+    rows = [
+        [label, str(s["n"]), ms(s, "p50_ms"), ms(s, "p95_ms"), ms(s, "p99_ms"), ms(s, "max_ms")]
+        for label, s in (
+            ("fan-in (3 deps → compile_brief)", r["fan_in"]),
+            ("single hop (fetch_sources → middle step)", r["single_hop"]),
+        )
+    ]
+    head = (
+        f"**3. Fan-in latency** (baton_dramatiq; {r['diamonds']} diamonds at "
+        f"{num(r['pace_per_s'])}/s; last dependency finished → fan-in step started)\n\n"
+    )
+    return head + table(["hop", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
+
+
+def scale(r: dict[str, Any]) -> str:
+    rows = []
+    for row in r["rows"]:
+        if not row["ran"]:
+            run_s, per_step = "not run (insert only)", "–"
+        elif "run_s" in row:
+            run_s, per_step = num(row["run_s"], 2), num(row["run_ms_per_step"], 2)
+        else:
+            run_s, per_step = row.get("outcome", "?"), "–"
+        rows.append(
+            [
+                row["shape"],
+                num(row["steps"]),
+                num(row["build_s"], 3),
+                num(row["insert_s"], 3),
+                num(row["traced_peak_mb"], 1),
+                num(row["rss_peak_mb"], 0),
+                run_s,
+                per_step,
+            ]
+        )
+    head = (
+        "**4. Scale** (wide = 1 → N-2 → 1, chain = N in a row; build + insert in a process of "
+        "its own: peak of Python allocations (tracemalloc), and the process's peak RSS)\n\n"
+    )
+    header = [
+        "shape",
+        "steps",
+        "build s",
+        "insert s",
+        "traced peak MB",
+        "peak RSS MB",
+        "run s",
+        "run ms/step",
+    ]
+    return head + table(header, rows)
+
+
+def events(r: dict[str, Any]) -> str:
+    rows = [["all events", *(_lat(r["all"]))]]
+    rows += [[kind, *(_lat(s))] for kind, s in r["by_kind"].items()]
+    head = (
+        f"**5. Event latency** ({r['diamonds']} diamonds at {num(r['pace_per_s'])}/s; "
+        "payload `at` → received by a subscriber process)\n\n"
+    )
+    return head + table(["event", "n", "p50 ms", "p95 ms", "p99 ms"], rows)
+
+
+def _lat(s: dict[str, Any]) -> list[str]:
+    return [str(s["n"]), ms(s, "p50_ms"), ms(s, "p95_ms"), ms(s, "p99_ms")]
+
+
+def profile(r: dict[str, Any]) -> str:
+    a = r["unobserved"]
+    cpu = a["worker_cpu_ms_per_step"]
+    lines = [
+        f"**Hot path** ({r['diamonds']} diamonds; unobserved pass: "
+        f"{num(a['diamonds_per_s'])} diamonds/s, "
+        f"worker CPU {num(cpu['user'], 2)} ms user + {num(cpu['system'], 2)} ms system per step, "
+        f"{num(100 * a['worker_cpu_share_of_one_core'])}% of one core per worker process, "
+        f"{num(a['pg_commits_per_step'], 2)} PostgreSQL commits per step)",
+        "",
+        table(
+            ["where the GIL is held (py-spy --gil)", "ms per step"],
+            [
+                [k, num(v, 2)]
+                for k, v in sorted(r["gil_ms_per_step"].items(), key=lambda kv: -kv[1])
+            ],
+        ),
+        "",
+        table(
+            ["per step", "count"],
+            [[f"SQL: {k}", num(v, 2)] for k, v in r["per_step_counts"]["sql"].items()]
+            + [
+                [f"Redis: {k}", num(v, 2)]
+                for k, v in r["per_step_counts"]["redis_round_trips"].items()
+            ],
+        ),
+    ]
+    lines += ["", "(Redis HSET: the benchmark's own finish record, once per diamond.)"]
+    calls = r.get("store_calls_one_thread", {})
+    if "error" in calls:
+        lines += ["", f"Store calls, one thread: not measured ({calls['error']})"]
+    elif calls:
+        rows = [[k, num(v["wall_ms"], 2), num(v["cpu_ms"], 2)] for k, v in calls.items()]
+        lines += ["", table(["store call, one thread, no contention", "wall ms", "CPU ms"], rows)]
+    return "\n".join(lines)
+
+
+SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "overhead": overhead,
+    "diamonds": diamonds,
+    "fanin": fanin,
+    "scale": scale,
+    "events": events,
+    "profile": profile,
+}
+
+
+# -- targets -----------------------------------------------------------------------------
+
+
+def targets(results: dict[str, Any]) -> str:
+    """The targets of issue #3 that this run measured: value and met or not."""
+    rows: list[list[str]] = []
+
+    def add(target: str, value: str, met: bool | None) -> None:
+        rows.append([target, value, "–" if met is None else ("yes" if met else "**no**")])
+
+    if "overhead" in results:
+        ratio = results["overhead"]["ratio"]
+        add("overhead ≥ 0.6× bare Dramatiq msgs/s", num(ratio, 2) + "×", ratio >= 0.6)
+    if "diamonds" in results:
+        c = results["diamonds"]["contenders"]
+        if "baton" in c:
+            ours = c["baton"]
+            for key, factor in (
+                ("celery", 1.5),
+                ("dramatiq-workflow", 1.5),
+                ("group+callback", 1.0),
+            ):
+                if key in c:
+                    ratio = ours["diamonds_per_s"] / c[key]["diamonds_per_s"]
+                    word = f"≥ {factor}×" if factor > 1 else "ahead of"
+                    add(
+                        f"diamonds/s {word} {c[key]['name']}",
+                        num(ratio, 2) + "×",
+                        ratio >= factor if factor > 1 else ratio > 1,
+                    )
+            peers = [k for k in ("celery", "dramatiq-workflow", "group+callback") if k in c]
+            if peers:
+                p95 = ours["latency"]["p95_ms"]
+                best = min(c[k]["latency"]["p95_ms"] for k in peers)
+                add(
+                    "diamond p95 lower than all three peers",
+                    f"{num(p95, 1)} ms vs best {num(best, 1)} ms",
+                    p95 < best,
+                )
+    if "fanin" in results:
+        f = results["fanin"]["fan_in"]
+        add("fan-in p50 ≤ 5 ms", f"{ms(f, 'p50_ms')} ms", f["p50_ms"] <= 5)
+        add("fan-in p99 ≤ 50 ms", f"{ms(f, 'p99_ms')} ms", f["p99_ms"] <= 50)
+    if "scale" in results:
+        _scale_targets(results["scale"]["rows"], add)
+    if not rows:
+        return ""
+    return "**Targets of issue #3**\n\n" + table(["target", "measured", "met"], rows)
+
+
+def _scale_targets(
+    rows: list[dict[str, Any]], add: Callable[[str, str, bool | None], None]
+) -> None:
+    for row in rows:
+        if row["steps"] == 10_000:
+            add(
+                f"insert 10,000 steps ≤ 1 s ({row['shape']})",
+                num(row["insert_s"], 3) + " s",
+                row["insert_s"] <= 1.0,
+            )
+    for shape in sorted({r["shape"] for r in rows}):
+        ran = [r for r in rows if r["shape"] == shape and "run_ms_per_step" in r]
+        if len(ran) >= 2:
+            values = [r["run_ms_per_step"] for r in ran]
+            mid = sorted(values)[len(values) // 2]
+            spread = max(abs(v / mid - 1) for v in values)
+            sizes = f"{num(ran[0]['steps'])}–{num(ran[-1]['steps'])}"
+            add(
+                f"run time per step flat ±20% ({shape}, {sizes} steps)",
+                f"±{num(100 * spread)}% of median",
+                spread <= 0.2,
+            )
+        sized = [r for r in rows if r["shape"] == shape and r["steps"] >= 1_000]
+        if len(sized) >= 2:
+            per_step = [1024 * r["traced_peak_mb"] / r["steps"] for r in sized]
+            ratio = max(per_step) / min(per_step)
+            sizes = ", ".join(num(r["steps"]) for r in sized)
+            add(
+                f"memory linear ({shape}: traced KiB/step at {sizes} steps)",
+                " / ".join(num(v, 2) for v in per_step),
+                ratio <= 1.25,
+            )

@@ -1,0 +1,151 @@
+"""The hot path of baton_dramatiq, per step, during the diamond scenario (baton only).
+
+Not in the default run (``--only profile``); needs py-spy. Two passes of N diamonds on
+one baton deployment:
+
+A. unobserved: diamonds/s, worker CPU (user, system) per step, PostgreSQL commits per
+   step (pg_stat_database of the fresh database);
+B. with ``py-spy record --gil`` on the workers: where the time holding the GIL goes
+   (claim, results read, complete, publish, enqueue, ...), store time split into the
+   driver (psycopg, network) and SQLAlchemy (statement building, compiling, results).
+
+The worker counts its SQL statements, commits and Redis round trips (all passes and the
+warm-up; divided by the steps run).
+
+C. in the harness, one thread, no contention: wall and CPU time of the store calls a
+   step makes (claim, read results, complete), against one raw psycopg UPDATE + COMMIT.
+   These call `Store` methods that are baton's internals: if they change, C says so and
+   the rest still runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+import baton_dramatiq as baton
+
+from ..config import Settings
+from ..contenders import baton_app
+from ..profiling import Sampler, breakdown, process_cpu, top_frames
+from ..services import Services
+from ..workers import LOG_DIR
+from . import submit_diamonds, warm_up
+
+NAME = "profile"
+STEPS_PER_DIAMOND = 5
+WARM_UP = 5
+
+
+def run(services: Services, settings: Settings) -> dict[str, Any]:
+    n = settings.diamonds
+    out = LOG_DIR / "profile"
+    out.mkdir(parents=True, exist_ok=True)
+    sql_file, redis_file = out / "sql-counts.json", out / "redis-counts.json"
+    env = {"BENCH_COUNT_SQL": str(sql_file), "BENCH_COUNT_REDIS": str(redis_file)}
+    result: dict[str, Any] = {"diamonds": n}
+    with baton_app.running(services, settings, label="baton-profile", extra_env=env) as client:
+        warm_up(client, WARM_UP, settings.timeout_s)
+        pids = client.workers.pids
+        # A: unobserved
+        commits0 = services.commits(client.env.db_name)
+        cpu0 = [process_cpu(pid) for pid in pids]
+        start = time.time()
+        submit_diamonds(client, n, prefix="a")
+        client.board.wait(n, settings.timeout_s, check=client.workers.check_alive)
+        elapsed = max(client.board.times().values()) - start
+        cpu1 = [process_cpu(pid) for pid in pids]
+        time.sleep(1.0)  # pg_stat counters are flushed about once a second
+        commits = services.commits(client.env.db_name) - commits0
+        steps = n * STEPS_PER_DIAMOND
+        user = sum(b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True))
+        system = sum(b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True))
+        result["unobserved"] = {
+            "diamonds_per_s": n / elapsed,
+            "worker_cpu_ms_per_step": {
+                "user": 1000 * user / steps,
+                "system": 1000 * system / steps,
+            },
+            "worker_cpu_share_of_one_core": (user + system) / elapsed / len(pids),
+            "pg_commits_per_step": commits / steps,
+        }
+        client.board.reset()
+        # B: sampled
+        with Sampler(pids, out, label="baton-gil") as sampler:
+            submit_diamonds(client, n, prefix="b")
+            client.board.wait(n, settings.timeout_s, check=client.workers.check_alive)
+    total_steps = (WARM_UP + 2 * n) * STEPS_PER_DIAMOND
+    rate = sampler.rate
+    result["gil_ms_per_step"] = {}
+    for path in sampler.files:
+        split = breakdown(path)
+        for category, samples in split["by_category"]:
+            ms = 1000 * samples / rate / (n * STEPS_PER_DIAMOND)
+            result["gil_ms_per_step"][category] = result["gil_ms_per_step"].get(category, 0) + ms
+        result["top_frames"] = top_frames(path, limit=15)["total"]
+    result["per_step_counts"] = {
+        "sql": _per_step(sql_file, total_steps),
+        "redis_round_trips": _per_step(redis_file, total_steps),
+    }
+    result["files"] = [str(p) for p in sampler.files]
+    try:
+        result["store_calls_one_thread"] = store_calls(services, settings)
+    except Exception as exc:  # internals moved: report, do not fail the scenario
+        result["store_calls_one_thread"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return result
+
+
+def store_calls(services: Services, settings: Settings, count: int = 200) -> dict[str, Any]:
+    """Mean wall and CPU ms of each store call of a step, one thread, fresh database."""
+    with baton_app.running(services, dataclasses.replace(settings, processes=0)) as client:
+        store = client.store
+        runs = []
+        for _ in range(count):
+            wf = baton.Workflow("calls").add("a", client.actors.noop.message())
+            wf.add("b", client.actors.noop.message(), deps=["a"])
+            runs.append(client.insert(wf))
+        stale = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
+        calls: list[tuple[str, Callable[[baton.WorkflowRun], object]]] = [
+            ("claim", lambda r: store.claim(r.id, "a", worker_id="bench", stale_before=stale)),
+            ("read results", lambda r: store.load_results(r.id, ["a"])),
+            (
+                "complete (+ make 1 dependent ready)",
+                lambda r: store.complete(r.id, "a", 1, {"ok": 1}),
+            ),
+        ]
+        out: dict[str, Any] = {}
+        for label, call in calls:
+            wall, cpu = time.perf_counter(), time.process_time()
+            for r in runs:
+                call(r)
+            out[label] = {
+                "wall_ms": 1000 * (time.perf_counter() - wall) / count,
+                "cpu_ms": 1000 * (time.process_time() - cpu) / count,
+            }
+        url = client.env.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(url) as conn:
+            wall, cpu = time.perf_counter(), time.process_time()
+            for r in runs:
+                with conn.transaction():
+                    conn.execute(
+                        "UPDATE workflows SET remaining = remaining WHERE id = %s", (r.id,)
+                    )
+            out["raw psycopg UPDATE + COMMIT"] = {
+                "wall_ms": 1000 * (time.perf_counter() - wall) / count,
+                "cpu_ms": 1000 * (time.process_time() - cpu) / count,
+            }
+    return out
+
+
+def _per_step(path: Any, steps: int) -> dict[str, float]:
+    try:
+        counts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {kind: count / steps for kind, count in sorted(counts.items(), key=lambda kv: -kv[1])}
