@@ -100,7 +100,12 @@ class Workflow:
                 raise InvalidStepError(f"Dependency {dep!r} of step {name!r} is not a step name")
         if len(set(dep_tuple)) != len(dep_tuple):
             raise InvalidStepError(f"Step {name!r} lists a dependency twice: {list(dep_tuple)}")
-        check_step_message(name, message, dramatiq.get_broker())
+        # the broker is known for sure only at insert; check now against the global one
+        # if it has this actor (and without creating a default broker when none is set)
+        broker = dramatiq.broker.global_broker
+        if broker is None or getattr(message, "actor_name", None) not in broker.actors:
+            broker = None
+        check_step_message(name, message, broker)
         self._steps[name] = Step(name, message, dep_tuple, bool(allow_failed_deps))
         return self
 
@@ -211,12 +216,14 @@ def check_step_name(name: object) -> None:
             raise InvalidStepError(f"Step name {name!r} contains the control character {char!r}")
 
 
-def check_step_message(name: str, message: object, broker: dramatiq.Broker) -> None:
+def check_step_message(name: str, message: object, broker: dramatiq.Broker | None) -> None:
     if not isinstance(message, dramatiq.Message):
         raise InvalidStepError(
             f"Step {name!r} needs a message such as my_actor.message(...), "
             f"got {type(message).__name__}"
         )
+    if broker is None:
+        return
     actor = broker.actors.get(message.actor_name)
     if actor is None:
         raise InvalidStepError(

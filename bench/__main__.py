@@ -7,7 +7,7 @@
     python -m bench --only profile   # the hot path of baton_dramatiq (needs py-spy)
     python -m bench --cleanup        # drop what a killed run left behind
 
-Scenarios: overhead, diamonds, fanin, scale, events (and profile, on request).
+Scenarios: overhead, diamonds, fanin, scale, events (and profile, prune, on request).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import redis
 
 from . import report
 from .config import Settings
-from .scenarios import diamonds, events, fanin, overhead, profile, scale
+from .scenarios import diamonds, events, fanin, overhead, profile, prune, scale
 from .services import Services
 from .workers import ROOT
 
-SCENARIOS = {m.NAME: m for m in (overhead, diamonds, fanin, scale, events, profile)}
+SCENARIOS = {m.NAME: m for m in (overhead, diamonds, fanin, scale, events, profile, prune)}
 DEFAULT = ["overhead", "diamonds", "fanin", "scale", "events"]
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 

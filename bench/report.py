@@ -174,6 +174,22 @@ def profile(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prune(r: dict[str, Any]) -> str:
+    return f"**Pruning** ({num(r['steps'])} finished steps, Sweeper defaults)\n\n" + table(
+        ["workflows", "rows", "transactions", "seconds", "writes beside it", "slowest write ms"],
+        [
+            [
+                num(r["workflows"]),
+                num(r["rows"]),
+                num(r["transactions"]),
+                num(r["seconds"], 2),
+                num(r["concurrent_writes"]),
+                num(r["slowest_concurrent_write_ms"], 1),
+            ]
+        ],
+    )
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "overhead": overhead,
     "diamonds": diamonds,
@@ -181,6 +197,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "scale": scale,
     "events": events,
     "profile": profile,
+    "prune": prune,
 }
 
 

@@ -147,3 +147,23 @@ def test_the_workflow_id_is_known_before_insert() -> None:
     wf = baton.Workflow(name="early")
     assert len(wf.id) == 36 and baton.Workflow(name="given", id="abc").id == "abc"
     assert wf.id != baton.Workflow(name="early").id
+
+
+def test_a_workflow_for_an_explicit_broker_is_checked_against_it_at_insert() -> None:
+    broker, store = StubBroker(), baton.Store("sqlite://")
+    baton.migrations.upgrade(store)
+    broker.add_middleware(baton.WorkflowMiddleware(store))
+
+    @baton.workflow_actor(broker=broker, actor_name="only_on_the_explicit_broker")
+    def step() -> None: ...
+
+    @dramatiq.actor(broker=broker, actor_name="plain_on_the_explicit_broker")
+    def plain() -> None: ...
+
+    wf = baton.Workflow(name="explicit").add("a", step.message())
+    run = wf.insert(broker=broker)
+    assert baton.query.get_workflow(run.id, store=store).state == "running"
+    assert broker.queues["default"].qsize() == 1
+    bad = baton.Workflow(name="explicit").add("a", plain.message())
+    with pytest.raises(baton.InvalidStepError, match="not a workflow actor"):
+        bad.insert(broker=broker)
