@@ -295,7 +295,10 @@ class WorkflowMiddleware(Middleware):
                 ),
             )
             return
-        self.apply(broker, self.store.complete(ctx.workflow_id, ctx.step_name, ctx.attempt, result))
+        transition = self.store.complete(
+            ctx.workflow_id, ctx.step_name, ctx.attempt, result, encoded=encoded
+        )
+        self.apply(broker, transition)
 
     def _discard(self, broker: dramatiq.Broker, ctx: StepContext, error: BaseException) -> None:
         """Discard the running step now, spending no retry."""

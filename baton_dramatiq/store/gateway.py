@@ -118,6 +118,7 @@ class Gateway:
         self._local_lock = threading.RLock() if self.dialect == "sqlite" else None
         n = self.nodes
         self._change_cols = [n.c[name] for name in _CHANGE_COLUMNS]
+        self._change_cols_names = _CHANGE_COLUMNS
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"

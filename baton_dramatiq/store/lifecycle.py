@@ -99,8 +99,19 @@ class Lifecycle(Gateway):
         if count == 0:
             return
         row = conn.execute(self._count_off, {"p_wid": workflow_id, "p_count": count}).first()
-        if row is None or row.remaining != 0:
-            return
+        if row is not None and row.remaining == 0:
+            self._finish(conn, workflow_id, row.name, row.cancelled, now, tr)
+
+    def _finish(
+        self,
+        conn: sa.Connection,
+        workflow_id: str,
+        name: str,
+        cancelled: bool,
+        now: dt.datetime,
+        tr: Transition,
+    ) -> None:
+        """Record the finish of a workflow whose last step just settled, exactly once."""
         n = self.nodes
         unfinished = conn.execute(
             sa.select(n.c.step_name, n.c.state, n.c.dependents)
@@ -108,7 +119,7 @@ class Lifecycle(Gateway):
             .order_by(n.c.position)
         ).all()
         failed_steps = [r.step_name for r in unfinished if r.state == S.DISCARDED]
-        if row.cancelled:
+        if cancelled:
             outcome = S.CANCELLED
         elif any(not r.dependents for r in unfinished):  # a sink did not complete
             outcome = "failed"
@@ -121,7 +132,7 @@ class Lifecycle(Gateway):
         )
         tr.finished = {
             "workflow_id": workflow_id,
-            "workflow_name": row.name,
+            "workflow_name": name,
             "outcome": outcome,
             "failed_steps": failed_steps,
             "at": now.isoformat(),
