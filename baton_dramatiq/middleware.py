@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -29,7 +28,7 @@ from dramatiq.common import compute_backoff
 from dramatiq.middleware import Middleware, Retries, SkipMessage
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
-from . import migrations
+from . import faults, migrations
 from .actor import Discarded, Snoozed
 from .context import RunningStep, StepContext, _running
 from .errors import ConfigurationError, ResultError, SchemaOutOfDate
@@ -242,7 +241,7 @@ class WorkflowMiddleware(Middleware):
         """
         if not transition:
             return
-        fault_point("after_commit")
+        faults.point("after_commit")
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
             self._publish(workflow_id, [step_event(c) for c in transition.changes])
@@ -255,7 +254,7 @@ class WorkflowMiddleware(Middleware):
                     "Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION)
                 )
         if transition.finished is not None:
-            fault_point("before_finished")
+            faults.point("before_finished")
             finished = transition.finished
             if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
                 self.store.mark_published(finished["workflow_id"])
@@ -319,15 +318,6 @@ class WorkflowMiddleware(Middleware):
                 message_timestamp=int(time.time() * 1000),
             )
             broker.enqueue(again, delay=int(seconds * 1000) or None)
-
-
-#: called at the crash points of `apply`; the fault tests kill the process there
-fault_hook: Callable[[str], None] | None = None
-
-
-def fault_point(name: str) -> None:
-    if fault_hook is not None:
-        fault_hook(name)
 
 
 def describe(exception: BaseException) -> str:

@@ -208,21 +208,32 @@ class Sweeper(Middleware):
             self._renew()
 
     def _publish_finishes(self, bus: EventBus | None) -> int:
-        if bus is None:
-            return 0
-        before = _now() - dt.timedelta(seconds=self.rescue_after)
         published = 0
-        while True:
+        while True:  # workflows whose last step settled but whose finish went unrecorded
+            recorded = self.store.finish_orphans(self.batch_size)
+            published += self._publish(bus, recorded)
+            if len(recorded) < self.batch_size:
+                break
+            self._renew()
+        if bus is None:
+            return published
+        before = _now() - dt.timedelta(seconds=self.rescue_after)
+        while True:  # finishes recorded but never published
             finishes = self.store.unpublished_finishes(before=before, limit=self.batch_size)
-            for payload in finishes:
-                # published, then marked: a crash between the two repeats the event,
-                # which subscribers drop; the reverse order could lose it
-                bus.publish(payload["workflow_id"], [Event(WORKFLOW_FINISHED, payload)])
-                self.store.mark_published(payload["workflow_id"])
-                published += 1
+            published += self._publish(bus, finishes)
             if len(finishes) < self.batch_size:
                 return published
             self._renew()
+
+    def _publish(self, bus: EventBus | None, finishes: list[dict[str, Any]]) -> int:
+        if bus is None:
+            return 0  # a later sweep with a bus publishes them
+        for payload in finishes:
+            # published, then marked: a crash between the two repeats the event, which
+            # subscribers drop; the reverse order could lose it
+            bus.publish(payload["workflow_id"], [Event(WORKFLOW_FINISHED, payload)])
+            self.store.mark_published(payload["workflow_id"])
+        return len(finishes)
 
     def _prune(self) -> dict[str, int]:
         cutoff = _now() - dt.timedelta(seconds=self.max_age)

@@ -125,11 +125,13 @@ class Lifecycle(Gateway):
             outcome = "failed"
         else:
             outcome = S.COMPLETED
-        conn.execute(
-            sa.insert(self.completions).values(
+        recorded = conn.execute(
+            self.insert_ignoring_duplicates(self.completions).values(
                 workflow_id=workflow_id, outcome=outcome, failed_steps=failed_steps, finished_at=now
             )
-        )
+        ).rowcount
+        if not recorded:
+            return  # recorded already (by the Sweeper, after a crash): it publishes it
         tr.finished = {
             "workflow_id": workflow_id,
             "workflow_name": name,

@@ -184,6 +184,8 @@ class LLMLedger(Gateway):
         """
         workflow_id, step_name = stats["workflow_id"], stats["step_name"]
         cost = float(stats.get("cost_usd") or 0.0)
+        if stats.get("response") is None:  # SQL NULL, not a JSON null
+            stats = {**stats, "response": sa.null()}
 
         def tx(conn: sa.Connection) -> None:
             conn.execute(sa.insert(self.step_stats).values(**stats))

@@ -14,22 +14,22 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import states as S
-from .gateway import Gateway, _as_dict, _now
+from .gateway import Transition, _as_dict, _now
+from .lifecycle import Lifecycle
 
 #: states whose step should have a message somewhere, and when it was due
 _RESCUABLE = (S.AVAILABLE, S.RETRYABLE, S.SNOOZED)
 
 
-class Maintenance(Gateway):
+class Maintenance(Lifecycle):
     # -- the lease: one sweep at a time across every process --------------------------
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take the lease `name` for `ttl` seconds unless another holder has it live."""
         le = self.leases
         now = _now()
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = (
-            insert(le)
+            (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(le)
             .values(name=name, holder=holder, expires_at=now + dt.timedelta(seconds=ttl))
             .on_conflict_do_update(
                 index_elements=[le.c.name],
@@ -98,6 +98,36 @@ class Maintenance(Gateway):
                 }
                 for row in conn.execute(stmt)
             ]
+
+    def finish_orphans(self, limit: int) -> list[dict[str, Any]]:
+        """Record the finish of workflows whose steps all settled but whose finish was
+        never recorded (a crash in between, on PostgreSQL's one-statement completion).
+
+        Returns:
+          the `workflow_finished` payloads of the finishes recorded here.
+        """
+        w, c = self.workflows, self.completions
+        orphans = (
+            sa.select(w.c.id, w.c.name, w.c.cancelled)
+            .where(
+                w.c.remaining == 0,
+                ~sa.exists().where(c.c.workflow_id == w.c.id),
+            )
+            .limit(limit)
+        )
+        with self.connect() as conn:
+            rows = conn.execute(orphans).all()
+        finished = []
+        for row in rows:
+            tr = Transition()
+
+            def record(conn: sa.Connection, row: Any = row, tr: Transition = tr) -> None:
+                self._finish(conn, row.id, row.name, row.cancelled, _now(), tr)
+
+            self.run(record)
+            if tr.finished is not None:
+                finished.append(tr.finished)
+        return finished
 
     # -- pruning ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import faults
 from .. import states as S
 from .gateway import Claim, Transition, _as_dict, _now, _short
 from .lifecycle import Lifecycle
@@ -85,7 +86,7 @@ class Transitions(Lifecycle):
                 return "finished"
             return "busy"
 
-        return self.run(tx)
+        return self.run(tx, autocommit=True)
 
     def complete(
         self,
@@ -113,21 +114,28 @@ class Transitions(Lifecycle):
         }
         if self.dialect == "postgresql":
             params["p_result"] = encoded if encoded is not None else json.dumps(result)
-            return self.run(lambda conn: self._complete_in_one_statement(conn, params))
+            return self._complete_in_one_statement(params)
         return self.run(lambda conn: self._settle(conn, self._sql.complete, params, ok=True))
 
-    def _complete_in_one_statement(self, conn: sa.Connection, params: dict[str, Any]) -> Transition:
+    def _complete_in_one_statement(self, params: dict[str, Any]) -> Transition:
         """PostgreSQL: the completion, its dependents' counters and the workflow's count
-        in one round trip (data-modifying CTEs), instead of three."""
+        in one statement that commits by itself (data-modifying CTEs): one round trip
+        instead of five. The step that settles the workflow's last records its finish
+        right after, in a transaction of its own; after a crash in between, the Sweeper
+        records it (`finish_orphans`)."""
         tr = Transition()
-        row = conn.execute(self._complete_cte, params).first()
+        row = self.run(
+            lambda conn: conn.execute(self._complete_cte, params).first(), autocommit=True
+        )
         if row is None:
             return tr  # cancelled or taken over meanwhile: the result is dropped
         now = params["p_now"]
         tr.changes.append(self._change(row, now))
         tr.ready.extend(row.ready_messages)
         if row.remaining == 0:
-            self._finish(conn, row.workflow_id, row.workflow_name, row.cancelled, now, tr)
+            faults.point("before_finish_recorded")
+            name, cancelled = row.workflow_name, row.cancelled
+            self.run(lambda conn: self._finish(conn, row.workflow_id, name, cancelled, now, tr))
         return tr
 
     @functools.cached_property

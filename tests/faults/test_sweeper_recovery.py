@@ -100,6 +100,27 @@ def test_a_crash_before_workflow_finished_went_out_is_published_by_the_sweeper(
         cluster.close()
 
 
+def test_a_crash_before_the_finish_was_recorded_is_finished_by_the_sweeper(
+    pg_template: str,
+) -> None:
+    # Given a worker that dies after the last step's completion committed (PostgreSQL
+    # commits it in one statement), before the workflow's finish was recorded
+    cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="before_finish_recorded")
+    log = EventLog(cluster.events)
+    try:
+        run = diamond(cluster).insert()
+        assert cluster.workers[0].wait(timeout=30) == -9
+        assert set(states(cluster, run.id).values()) == {"completed"}
+        assert run.status() == "running"  # every step settled, the finish unrecorded
+
+        # When a worker with a Sweeper comes up, it records the finish and publishes it
+        cluster.start_worker(wait=True, **SWEEPER)
+        assert_finished_once(cluster, log, run)
+    finally:
+        log.close()
+        cluster.close()
+
+
 def test_a_step_whose_message_the_broker_lost_is_rescued(pg_template: str) -> None:
     # Given a step executing on a worker that is killed, and a broker that then loses
     # every message (so nothing will ever be redelivered)

@@ -22,7 +22,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
 import baton_dramatiq as baton
-from baton_dramatiq import middleware as baton_middleware
+from baton_dramatiq import faults as baton_faults
 
 from .actors import declare
 from .llm_actors import declare_llm
@@ -84,7 +84,7 @@ def record(workflow_id: str, step_name: str) -> None:
 
 
 broker, store, events = make_broker()
-baton_middleware.fault_hook = crash_at
+baton_faults.hook = crash_at
 dramatiq.set_broker(broker)
 actors = declare(broker, record)
 llm_actors = declare_llm(broker, record)
