@@ -41,6 +41,17 @@ from .workflow import Workflow
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # `baton.llm` without importing it up front: it is optional, and litellm loads only
+    # on its first call anyway
+    if name == "llm":
+        import importlib
+
+        return importlib.import_module(".llm", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     # setup
     "Store",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from . import states as S
 from .errors import WaitTimeout
 from .setup import Setup, resolve
+from .stats import CostReport, workflow_cost
 
 if TYPE_CHECKING:
     import dramatiq
@@ -77,8 +78,16 @@ class WorkflowRun:
         """``{step: result}`` of the steps that completed so far."""
         return self._setup.store.get_results(self.id)
 
-    def cancel(self) -> None:
-        """Cancel every step not yet terminal. A finished workflow is left as it is."""
+    def cancel(self) -> CostReport:
+        """Cancel every step not yet terminal. A finished workflow is left as it is.
+
+        Returns:
+          CostReport: what the workflow's LLM calls cost so far. A step that was
+          executing keeps running until it returns, and whatever it pays meanwhile is
+          still recorded (`baton.stats.workflow_cost` shows it), but its further LLM
+          calls are refused.
+        """
         transition = self._setup.store.cancel_workflow(self.id)
         if self._setup.middleware is not None and self._setup.broker is not None:
             self._setup.middleware.apply(self._setup.broker, transition)
+        return workflow_cost(self.id, store=self._setup.store)

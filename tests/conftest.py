@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # litellm's token counter: no hub
 
 from tests.support import services  # noqa: E402
 from tests.support.cluster import Cluster, EmbeddedCluster, PostgresCluster  # noqa: E402

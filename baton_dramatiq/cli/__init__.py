@@ -10,6 +10,7 @@ The core never imports this package.
     render.py    rich output: tables' cells and the live progress lines
     commands.py  migrate, schema-sql, list, status, cancel
     live.py      demo and watch, which follow a workflow as it runs
+    spend.py     cost and replay: what LLM calls cost, and running them again
 """
 
 from .app import cli, main

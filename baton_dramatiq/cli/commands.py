@@ -162,5 +162,10 @@ def cancel(database_url: str, redis_url: str | None, workflow_id: str) -> None:
     if before != "running":
         click.echo(f"Workflow {run.id} ({run.name}) had already finished: {before}.")
         return
-    run.cancel()
+    spent = run.cancel()
     click.echo(f"Workflow {run.id} ({run.name}): {run.status()}")
+    if spent.calls or spent.cached_calls:
+        click.echo(
+            f"LLM calls so far: ${spent.total_cost_usd:,.6f} for {spent.calls} paid "
+            f"call{'s' * (spent.calls != 1)} (see `baton cost {run.id}`)"
+        )

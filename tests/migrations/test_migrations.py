@@ -184,3 +184,4 @@ def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "baton_dramatiq/_migrations/env.py" in names
     assert "baton_dramatiq/_migrations/versions/0001_initial.py" in names
+    assert "baton_dramatiq/_migrations/versions/0002_llm.py" in names

@@ -1,0 +1,73 @@
+"""Migration 0002 (the LLM toolkit) on a database that already holds workflows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import baton_dramatiq as baton
+from tests.support import services
+
+ADDED = {
+    "workflows": {"llm_spent_usd", "llm_reserved_usd"},
+    "workflow_nodes": {"llm_spent_usd", "llm_reserved_usd"},
+    "workflow_step_stats": {"call_key", "response"},
+    "workflow_debug_logs": {"position", "latency_ms", "truncated"},
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[baton.Store]:
+    if request.param == "sqlite":
+        sqlite = baton.Store(f"sqlite:///{tmp_path / 'm.db'}")
+        yield sqlite
+        sqlite.dispose()
+        return
+    request.getfixturevalue("pg_template")
+    name = services.create_database(migrated=False)
+    pg = baton.Store(services.db_url(name))
+    yield pg
+    pg.dispose()
+    services.drop_database(name)
+
+
+def columns(store: baton.Store, table: str) -> set[str]:
+    with store.connect() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def test_0002_adds_the_llm_columns_to_existing_rows_and_its_downgrade_removes_only_them(
+    store: baton.Store,
+) -> None:
+    # Given a database at 0001 holding a workflow
+    baton.migrations.upgrade(store, "0001")
+    before = {table: columns(store, table) for table in ADDED}
+    with store.connect() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO workflows (id, name, total_steps, remaining, cancelled, inserted_at) "
+                "VALUES ('w1', 'old', 1, 1, false, :now)"
+            ),
+            {"now": dt.datetime(2024, 1, 1)},
+        )
+
+    # When it is upgraded, the workflow gets an empty LLM ledger
+    baton.migrations.upgrade(store)
+    assert baton.migrations.current(store) == "0002"
+    for table, added in ADDED.items():
+        assert columns(store, table) == before[table] | added
+    w = store.workflows
+    with store.connect() as conn:
+        ledger = conn.execute(sa.select(w.c.llm_spent_usd, w.c.llm_reserved_usd)).one()
+    assert tuple(ledger) == (0.0, 0.0)
+
+    # And a downgrade to 0001 removes exactly what 0002 added, keeping the data
+    baton.migrations.downgrade(store, "0001")
+    assert baton.migrations.current(store) == "0001"
+    assert {table: columns(store, table) for table in ADDED} == before
+    with store.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM workflows")).scalar() == "old"
