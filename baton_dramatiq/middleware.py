@@ -16,11 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from typing import Any
 
 import dramatiq
@@ -33,7 +30,7 @@ from .actor import Discarded, Snoozed
 from .context import RunningStep, StepContext, _running
 from .errors import ConfigurationError, ResultError, SchemaOutOfDate
 from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_event
-from .setup import STEP_OPTION
+from .setup import STEP_OPTION, process_name
 from .store import Claim, Store, Transition
 from .workflow import enqueue_step
 
@@ -78,8 +75,6 @@ class WorkflowMiddleware(Middleware):
         self.max_result_bytes = max_result_bytes
         self.claim_timeout = claim_timeout
         self.check_schema = check_schema
-        self._worker_id = ""
-        self._worker_pid = -1
         self._heartbeat: _Heartbeat | None = None
         # steps this process is running now, by message id: only these get their claims
         # renewed, so a claim leaked by a failed hook goes stale and can be rescued
@@ -89,10 +84,7 @@ class WorkflowMiddleware(Middleware):
     @property
     def worker_id(self) -> str:
         """Names this process's claims; new after a fork."""
-        if self._worker_pid != os.getpid():
-            self._worker_pid = os.getpid()
-            self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        return self._worker_id
+        return process_name()
 
     # -- worker lifecycle -------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+import uuid
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -21,6 +24,21 @@ HOW_TO_ADD = (
     "Add one to the broker: broker.add_middleware(baton.WorkflowMiddleware(store)), "
     "then dramatiq.set_broker(broker); or pass store= (and bus=) explicitly."
 )
+
+
+_process: tuple[int, str] = (-1, "")
+
+
+def process_name() -> str:
+    """``host:pid:random``: names this process in step claims and the sweep lease.
+
+    Made anew after a fork, so that a child never passes for its parent.
+    """
+    global _process
+    pid = os.getpid()
+    if _process[0] != pid:
+        _process = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+    return _process[1]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -12,11 +12,8 @@ import dataclasses
 import datetime as dt
 import difflib
 import logging
-import os
 import random
-import socket
 import threading
-import uuid
 from typing import Any
 
 import dramatiq
@@ -24,7 +21,7 @@ from dramatiq.middleware import Middleware
 
 from .errors import ConfigurationError
 from .events import WORKFLOW_FINISHED, Event, EventBus
-from .setup import find_middleware
+from .setup import find_middleware, process_name
 from .store import Store
 from .workflow import enqueue_step
 
@@ -108,16 +105,11 @@ class Sweeper(Middleware):
         self._broker: dramatiq.Broker | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._holder = ""
-        self._holder_pid = -1
 
     @property
     def holder(self) -> str:
         """Names this process in the lease; new after a fork."""
-        if self._holder_pid != os.getpid():
-            self._holder_pid = os.getpid()
-            self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        return self._holder
+        return process_name()
 
     # -- worker lifecycle -------------------------------------------------------------
 

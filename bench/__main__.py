@@ -1,4 +1,4 @@
-"""``python -m bench``: run the benchmarks of issue #3, print markdown, write JSON.
+"""``python -m bench``: run the benchmarks, print markdown, write JSON.
 
     python -m bench                  # everything, full sizes (takes a while)
     python -m bench --quick          # small sizes: a smoke run

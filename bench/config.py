@@ -11,7 +11,7 @@ from collections.abc import Mapping
 class Settings:
     """Everything a run is parameterised by; printed with the results.
 
-    The defaults are the full run of issue #3; `quick()` shrinks the sizes for a smoke run.
+    The defaults are the full run; `quick()` shrinks the sizes for a smoke run.
     """
 
     redis_url: str = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")

@@ -1,4 +1,4 @@
-"""Markdown tables and the targets of issue #3, from the results of a run."""
+"""Markdown tables and the speed targets, from the results of a run."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 
 def targets(results: dict[str, Any]) -> str:
-    """The targets of issue #3 that this run measured: value and met or not."""
+    """The speed targets that this run measured: value and met or not."""
     rows: list[list[str]] = []
 
     def add(target: str, value: str, met: bool | None) -> None:
@@ -248,7 +248,7 @@ def targets(results: dict[str, Any]) -> str:
         _scale_targets(results["scale"]["rows"], add)
     if not rows:
         return ""
-    return "**Targets of issue #3**\n\n" + table(["target", "measured", "met"], rows)
+    return "**Speed targets**\n\n" + table(["target", "measured", "met"], rows)
 
 
 def _scale_targets(

@@ -87,16 +87,7 @@ _CHANGE_COLUMNS = (
 
 
 class Gateway:
-    """Engine, tables and transactions; see `Store`.
-
-    Parameters:
-      url_or_engine(str|Engine): ``postgresql+psycopg://...``, ``sqlite:///file.db``,
-        ``sqlite://`` (in memory) or a SQLAlchemy Engine.
-      schema(str|None): a PostgreSQL schema to keep the tables in.
-
-    Raises:
-      ConfigurationError: for a URL that is not PostgreSQL or SQLite.
-    """
+    """Engine, tables and transactions; `Store` documents its parameters."""
 
     def __init__(self, url_or_engine: str | sa.Engine, *, schema: str | None = None) -> None:
         if isinstance(url_or_engine, sa.Engine):

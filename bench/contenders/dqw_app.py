@@ -3,7 +3,7 @@
 Worker process: ``python -m bench.contenders.dqw_app``. dramatiq-workflow cannot pass
 results between steps, so there are two variants:
 
-- plain (the row of issue #3): no results at all; steps return None (a value would only
+- plain (the row of the diamond table): no results at all; steps return None (a value would only
   be discarded, with a warning per message). The table says "no".
 - ``BENCH_DQW_RESULTS=1``, a Results side channel: every step stores its result in
   Dramatiq's Redis result backend and the steps downstream read them by message id,

@@ -1,4 +1,4 @@
-"""The scenarios of issue #3, one module each; each has ``run(services, settings) -> dict``."""
+"""The scenarios, one module each; each has ``run(services, settings) -> dict``."""
 
 from __future__ import annotations
 

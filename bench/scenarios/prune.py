@@ -1,4 +1,4 @@
-"""Pruning (issue #4): delete 100,000 finished steps while a client keeps writing.
+"""Pruning: delete 100,000 finished steps while a client keeps writing.
 
 In a fresh database: workflows of 5,000 steps each, recorded as finished two days ago,
 and one running workflow. A Sweeper prunes with its defaults (1,000 rows per
