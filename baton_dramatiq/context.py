@@ -39,6 +39,7 @@ class RunningStep:
         "actor_name",
         "kwargs",
         "store",
+        "dependents",
         "outcome",
         "extras",
         "_results",
@@ -52,6 +53,7 @@ class RunningStep:
         store: Store,
         kwargs: dict[str, Any] | None = None,
         results: dict[str, tuple[str, Any]] | None = None,
+        dependents: tuple[str, ...] | None = None,
     ) -> None:
         self.context = context
         self.message_id = message_id
@@ -59,6 +61,8 @@ class RunningStep:
         #: the keyword arguments of the step's message
         self.kwargs: dict[str, Any] = kwargs or {}
         self.store = store
+        #: the steps that depend on this one, as the claim returned them
+        self.dependents = dependents
         #: what the run returned (or a Snoozed / Discarded); handed to the middleware here
         #: rather than returned to Dramatiq, which would warn that no Results backend is set
         self.outcome: Any = None

@@ -141,6 +141,7 @@ class WorkflowMiddleware(Middleware):
                 self.store,
                 message.kwargs,
                 claim.results,
+                claim.dependents,
             )
         )
         with self._in_flight_lock:
@@ -193,7 +194,7 @@ class WorkflowMiddleware(Middleware):
             elif isinstance(running.outcome, Discarded):
                 self._discard(broker, ctx, running.outcome.error)
             else:
-                self._complete(broker, ctx, running.outcome)
+                self._complete(broker, running, running.outcome)
         except Exception:
             logger.exception(
                 "Could not record the end of step %r of workflow %s; the Sweeper will reconcile it",
@@ -265,7 +266,8 @@ class WorkflowMiddleware(Middleware):
             )
             return False
 
-    def _complete(self, broker: dramatiq.Broker, ctx: StepContext, result: Any) -> None:
+    def _complete(self, broker: dramatiq.Broker, running: RunningStep, result: Any) -> None:
+        ctx = running.context
         try:
             encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
@@ -287,7 +289,12 @@ class WorkflowMiddleware(Middleware):
             )
             return
         transition = self.store.complete(
-            ctx.workflow_id, ctx.step_name, ctx.attempt, result, encoded=encoded
+            ctx.workflow_id,
+            ctx.step_name,
+            ctx.attempt,
+            result,
+            encoded=encoded,
+            dependents=running.dependents,
         )
         self.apply(broker, transition)
 

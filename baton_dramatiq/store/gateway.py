@@ -67,6 +67,7 @@ class Claim:
     actor_name: str
     attempt: int
     deps: tuple[str, ...]
+    dependents: tuple[str, ...]
     allow_failed_deps: bool
     change: StepChange
     #: ``{dependency: (state, result)}``, read in the claiming transaction

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from .. import faults
 from .. import states as S
@@ -73,6 +74,7 @@ class Transitions(Lifecycle):
                     actor_name=row.actor_name,
                     attempt=row.attempt,
                     deps=deps,
+                    dependents=tuple(row.dependents),
                     allow_failed_deps=row.allow_failed_deps,
                     change=self._change(row, now),
                     results=results,
@@ -96,6 +98,7 @@ class Transitions(Lifecycle):
         result: Any,
         *,
         encoded: str | None = None,
+        dependents: Sequence[str] | None = None,
     ) -> Transition:
         """Record a step's result and make ready the dependents it was the last one for.
 
@@ -103,6 +106,8 @@ class Transitions(Lifecycle):
 
         Parameters:
           encoded(str|None): `result` as JSON already, to spare encoding it again.
+          dependents(list[str]|None): the step's dependents, as its claim returned them
+            (they never change); PostgreSQL then looks each one up by its key.
         """
         now = _now()
         params = {
@@ -112,8 +117,9 @@ class Transitions(Lifecycle):
             "p_result": result,
             "p_now": now,
         }
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and dependents is not None:
             params["p_result"] = encoded if encoded is not None else json.dumps(result)
+            params["p_dependents"] = list(dependents)
             return self._complete_in_one_statement(params)
         return self.run(lambda conn: self._settle(conn, self._sql.complete, params, ok=True))
 
@@ -157,13 +163,15 @@ class Transitions(Lifecycle):
                    SET pending_deps = d.pending_deps - 1,
                        state = CASE WHEN d.pending_deps = 1 THEN '{S.AVAILABLE}' ELSE d.state END,
                        due_at = CASE WHEN d.pending_deps = 1 THEN :p_now ELSE d.due_at END
-                  FROM done
-                 WHERE d.workflow_id = done.workflow_id AND d.state = '{S.PENDING}'
-                   AND d.step_name IN (SELECT jsonb_array_elements_text(done.dependents))
+                 WHERE d.workflow_id = :p_wid AND d.step_name = ANY(:p_dependents)
+                   -- `IS TRUE` keeps the state index out of the plan: each dependent is
+                   -- one primary-key lookup (the cached generic plan otherwise scanned
+                   -- every pending step of the workflow)
+                   AND (d.state = '{S.PENDING}') IS TRUE AND EXISTS (SELECT FROM done)
              RETURNING d.state, d.message
             ), counted AS (
                 UPDATE {workflows} AS w SET remaining = w.remaining - 1
-                  FROM done WHERE w.id = done.workflow_id
+                 WHERE w.id = :p_wid AND EXISTS (SELECT FROM done)
              RETURNING w.remaining, w.cancelled
             )
             SELECT done.*, counted.remaining, counted.cancelled,
@@ -172,7 +180,9 @@ class Transitions(Lifecycle):
               FROM done, counted
         """
         return sa.text(sql).bindparams(
-            sa.bindparam("p_now", type_=UTCDateTime), sa.bindparam("p_result", type_=sa.String)
+            sa.bindparam("p_now", type_=UTCDateTime),
+            sa.bindparam("p_result", type_=sa.String),
+            sa.bindparam("p_dependents", type_=postgresql.ARRAY(sa.String)),
         )
 
     def discard(
@@ -291,6 +301,13 @@ class Transitions(Lifecycle):
         return cancelled
 
 
+def _names_of(json_list: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The names in a JSON list as a text array, for ``= ANY(...)`` (PostgreSQL)."""
+    names = sa.func.jsonb_array_elements_text(json_list).table_valued("name")
+    array = sa.select(sa.func.array_agg(names.c.name)).select_from(names).scalar_subquery()
+    return sa.cast(array, postgresql.ARRAY(sa.String))  # an array, not a subquery of arrays
+
+
 class _Statements:
     """The hot statements, built once per store and bound per call.
 
@@ -327,7 +344,7 @@ class _Statements:
                 due_at=None,
                 error=None,  # the last attempt's error was published with `retryable`
             )
-            .returning(*change_cols, n.c.deps, n.c.allow_failed_deps)
+            .returning(*change_cols, n.c.deps, n.c.dependents, n.c.allow_failed_deps)
         )
         # PostgreSQL: the claim and its dependencies' results in one round trip
         claimed = self.claim.cte("claimed")
@@ -339,8 +356,10 @@ class _Statements:
                 )
             )
             .where(
-                dep.c.workflow_id == claimed.c.workflow_id,
-                dep.c.step_name.in_(sa.select(sa.func.jsonb_array_elements_text(claimed.c.deps))),
+                dep.c.workflow_id == wid,
+                # an array computed once, so that each name is an index lookup: a join on
+                # the set-returning function made PostgreSQL scan the whole workflow
+                dep.c.step_name == sa.any_(_names_of(claimed.c.deps)),
             )
             .scalar_subquery()
         )
