@@ -7,6 +7,7 @@ The tree::
           ├── ConfigurationError (ValueError)     the setup is wrong; the message says how to fix it
           │    └── SchemaOutOfDate (MiddlewareError)  the database needs `baton migrate`
           ├── StoreError                          the database failed; wraps the driver's error
+          │    └── GateUnavailable (MiddlewareError)  a step could not be gated: Dramatiq retries it
           ├── WorkflowError                       a workflow was rejected; nothing was written
           │    ├── CycleError
           │    ├── MissingDependencyError
@@ -61,6 +62,14 @@ class SchemaOutOfDate(ConfigurationError, MiddlewareError):
 
 class StoreError(BatonError):
     """The database failed; the driver's error is the cause."""
+
+
+class GateUnavailable(StoreError, MiddlewareError):
+    """The store could not be reached to gate a step as it started.
+
+    A MiddlewareError, so Dramatiq does not run the step ungated: the message goes back
+    to Retries instead.
+    """
 
 
 class WorkflowError(BatonError):

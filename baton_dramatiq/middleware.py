@@ -28,7 +28,13 @@ from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 from . import faults, migrations
 from .actor import Discarded, Snoozed
 from .context import RunningStep, StepContext, _running
-from .errors import ConfigurationError, ResultError, SchemaOutOfDate
+from .errors import (
+    ConfigurationError,
+    GateUnavailable,
+    ResultError,
+    SchemaOutOfDate,
+    StoreError,
+)
 from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_event
 from .setup import STEP_OPTION, process_name
 from .store import Claim, Store, Transition
@@ -117,9 +123,13 @@ class WorkflowMiddleware(Middleware):
             return
         workflow_id, step_name = ident
         stale = _now() - dt.timedelta(seconds=self.claim_timeout)
-        claim = self.store.claim(
-            workflow_id, step_name, worker_id=self.worker_id, stale_before=stale
-        )
+        try:
+            claim = self.store.claim(
+                workflow_id, step_name, worker_id=self.worker_id, stale_before=stale
+            )
+        except StoreError as exc:
+            # Dramatiq would log and swallow this and run the step ungated
+            raise GateUnavailable(f"Could not gate step {step_name!r}: {exc}") from exc
         if not isinstance(claim, Claim):
             # pending: the dependency that finishes last enqueues it; finished or busy: a
             # duplicate delivery. Either way this message has nothing to do.

@@ -167,3 +167,36 @@ def test_a_workflow_for_an_explicit_broker_is_checked_against_it_at_insert() -> 
     bad = baton.Workflow(name="explicit").add("a", plain.message())
     with pytest.raises(baton.InvalidStepError, match="not a workflow actor"):
         bad.insert(broker=broker)
+
+
+def test_a_step_the_store_cannot_gate_is_retried_not_run_ungated() -> None:
+    # Given a store that fails when the step starts
+    broker, store = StubBroker(), baton.Store("sqlite://")
+    baton.migrations.upgrade(store)
+    broker.add_middleware(baton.WorkflowMiddleware(store))
+    ran: list[int] = []
+
+    @baton.workflow_actor(broker=broker, max_retries=1, min_backoff=10, max_backoff=10)
+    def gated() -> None:
+        ran.append(1)
+
+    run = baton.Workflow(name="gate").add("gated", gated.message()).insert(broker=broker)
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise baton.StoreError("OperationalError: the server closed the connection")
+
+    store.claim = down  # type: ignore[method-assign]
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=10)
+    worker.start()
+    try:
+        broker.join("default", fail_fast=False)
+        broker.join("default.DQ", fail_fast=False)
+    finally:
+        worker.stop()
+    # Then the body never ran, the message was retried and, out of retries, dead-lettered
+    assert ran == []
+    assert len(broker.dead_letters) == 1
+    # and, when the message failed for good, the store recorded why
+    [step] = baton.query.get_workflow_steps(run.id, store=store)
+    assert step.state == "discarded" and step.attempt == 0
+    assert step.error is not None and step.error.startswith("GateUnavailable: Could not gate")
