@@ -31,7 +31,7 @@ class StepContext:
 
 
 class RunningStep:
-    """A step's context plus the store to read its dependencies' results from."""
+    """A step being run: its context, its dependencies' results, and its store."""
 
     __slots__ = (
         "context",
@@ -51,15 +51,15 @@ class RunningStep:
         message_id: str,
         actor_name: str,
         store: Store,
-        kwargs: dict[str, Any] | None = None,
-        results: dict[str, tuple[str, Any]] | None = None,
-        dependents: tuple[str, ...] | None = None,
+        kwargs: dict[str, Any],
+        results: dict[str, tuple[str, Any]],
+        dependents: tuple[str, ...],
     ) -> None:
         self.context = context
         self.message_id = message_id
         self.actor_name = actor_name
         #: the keyword arguments of the step's message
-        self.kwargs: dict[str, Any] = kwargs or {}
+        self.kwargs = kwargs
         self.store = store
         #: the steps that depend on this one, as the claim returned them
         self.dependents = dependents
@@ -68,14 +68,10 @@ class RunningStep:
         self.outcome: Any = None
         #: per-run state for toolkits built on steps (the LLM toolkit counts its calls here)
         self.extras: dict[str, Any] = {}
-        #: ``{dependency: (state, result)}``; read when the step was claimed, else on first use
+        #: ``{dependency: (state, result)}``, read in the claiming transaction
         self._results = results
 
     def results(self) -> dict[str, tuple[str, Any]]:
-        # read once per run, on first use: most steps never ask
-        if self._results is None:
-            ctx = self.context
-            self._results = self.store.load_results(ctx.workflow_id, ctx.deps)
         return self._results
 
 

@@ -48,19 +48,22 @@ class StepView:
 
     def payload(self, workflow: WorkflowView) -> dict[str, Any]:
         """This step's current state as a `workflow_step_updated` payload."""
-        at = self.finished_at or self.started_at or self.inserted_at
-        return {
-            "workflow_id": workflow.id,
-            "workflow_name": workflow.name,
-            "step_name": self.step_name,
-            "state": self.state,
-            "worker": self.worker,
-            "attempt": self.attempt,
-            "has_result": self.has_result,
-            "error": self.error,
-            "version": self.version,
-            "at": at.isoformat(),
-        }
+        from .event_model import step_event
+        from .store import StepChange
+
+        change = StepChange(
+            workflow_id=workflow.id,
+            workflow_name=workflow.name,
+            step_name=self.step_name,
+            state=self.state,
+            worker=self.worker,
+            attempt=self.attempt,
+            has_result=self.has_result,
+            error=self.error,
+            version=self.version,
+            at=self.finished_at or self.started_at or self.inserted_at,
+        )
+        return step_event(change).payload
 
 
 def _workflow_view(row: Any) -> WorkflowView:

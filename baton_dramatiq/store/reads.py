@@ -13,17 +13,6 @@ from .gateway import Gateway
 
 
 class Reads(Gateway):
-    def load_results(self, workflow_id: str, names: Sequence[str]) -> dict[str, tuple[str, Any]]:
-        """``{step: (state, result)}`` for the named steps of one workflow."""
-        if not names:
-            return {}
-        n = self.nodes
-        stmt = sa.select(n.c.step_name, n.c.state, n.c.result).where(
-            n.c.workflow_id == workflow_id, n.c.step_name.in_(list(names))
-        )
-        with self.connect() as conn:
-            return {row.step_name: (row.state, row.result) for row in conn.execute(stmt)}
-
     def get_workflow(self, workflow_id: str) -> sa.Row[Any]:
         """The workflow row joined with its completion; WorkflowNotFound if unknown."""
         stmt = self._workflow_select().where(self.workflows.c.id == workflow_id)
