@@ -128,7 +128,6 @@ def count_sql(engine: Any, out_path: str) -> None:
 #: where a worker's time goes, by the first of these frames found from the leaf up
 CATEGORIES = (
     ("Transitions.claim", "store: claim"),
-    ("Reads.load_results", "store: read results"),
     ("Transitions.complete", "store: complete + propagate"),
     ("Lifecycle.mark_published", "store: finish bookkeeping"),
     ("RedisEventBus.publish", "redis: publish events"),
@@ -141,7 +140,7 @@ CATEGORIES = (
     ("WorkerThread.process_message", "dramatiq: other"),
 )
 #: frames below which a store sample is the driver or the network, not SQLAlchemy
-DRIVER_FRAMES = ("Cursor.execute", "Connection.commit", "Connection.rollback", "connect (")
+DRIVER_FRAMES = ("Cursor.execute", "Cursor.fetchone", "Connection.commit", "Connection.rollback", "connect (")
 
 
 def breakdown(path: Path) -> dict[str, Any]:

@@ -20,12 +20,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import StoreError
 from .engine import create_engine
+from .hot import RETRY_SQLSTATES, Driver
 from .tables import VERSION_TABLE, build_metadata
 
 T = TypeVar("T")
 
-#: SQLSTATEs worth running a transaction again for: deadlock, serialization failure
-_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
 _RETRIES = 8
 
 
@@ -113,6 +112,8 @@ class Gateway:
         self._change_cols = [n.c[name] for name in _CHANGE_COLUMNS]
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._change_cols_names = _CHANGE_COLUMNS
+        #: PostgreSQL: the driver-level hot path for claims and completions
+        self.driver = Driver(self.engine) if self.dialect == "postgresql" else None
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -156,7 +157,7 @@ class Gateway:
             except StoreError as exc:
                 cause = exc.__cause__
                 orig = getattr(cause, "orig", None)
-                retry = getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES or (
+                retry = getattr(orig, "sqlstate", None) in RETRY_SQLSTATES or (
                     "database is locked" in str(orig)
                 )
                 if not retry or attempt == _RETRIES - 1:
@@ -170,6 +171,8 @@ class Gateway:
         return insert(table).on_conflict_do_nothing()
 
     def dispose(self) -> None:
+        if self.driver is not None:
+            self.driver.dispose()
         self.engine.dispose()
 
     def schema_revision(self) -> str | None:

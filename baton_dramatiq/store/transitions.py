@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from .. import faults
 from .. import states as S
 from .gateway import Claim, Transition, _as_dict, _now, _short
+from .hot import HotStatements
 from .lifecycle import Lifecycle
 from .tables import UTCDateTime
 
@@ -42,6 +42,8 @@ class Transitions(Lifecycle):
           ``"busy"`` (another worker holds a live claim), ``"missing"``.
         """
         now = _now()
+        if self.driver is not None:
+            return self._claim_on_driver(workflow_id, step_name, worker_id, stale_before, now)
         sql = self._sql
         params = {
             "p_wid": workflow_id,
@@ -51,44 +53,67 @@ class Transitions(Lifecycle):
             "p_stale": stale_before,
         }
 
-        one_statement = self.dialect == "postgresql"
-
         def tx(conn: sa.Connection) -> Claim | str:
-            row = conn.execute(
-                sql.claim_with_results if one_statement else sql.claim, params
-            ).first()
-            if row is not None:
-                deps = tuple(row.deps)
-                results: dict[str, tuple[str, Any]] = {}
-                if one_statement:
-                    results = {
-                        name: (st, res) for name, (st, res) in (row.dep_results or {}).items()
-                    }
-                elif deps:
-                    rows = conn.execute(sql.results, {"p_wid": workflow_id, "p_names": deps})
-                    results = {r.step_name: (r.state, r.result) for r in rows}
-                return Claim(
-                    workflow_id=workflow_id,
-                    workflow_name=row.workflow_name,
-                    step_name=step_name,
-                    actor_name=row.actor_name,
-                    attempt=row.attempt,
-                    deps=deps,
-                    dependents=tuple(row.dependents),
-                    allow_failed_deps=row.allow_failed_deps,
-                    change=self._change(row, now),
-                    results=results,
-                )
-            state = conn.execute(sql.state, params).scalar()
-            if state is None:
-                return "missing"
-            if state == S.PENDING:
-                return "not_ready"
-            if state in S.TERMINAL:
-                return "finished"
-            return "busy"
+            row = conn.execute(sql.claim, params).first()
+            if row is None:
+                return self._why_not(conn.execute(sql.state, params).scalar())
+            deps = tuple(row.deps)
+            results: dict[str, tuple[str, Any]] = {}
+            if deps:
+                rows = conn.execute(sql.results, {"p_wid": workflow_id, "p_names": deps})
+                results = {r.step_name: (r.state, r.result) for r in rows}
+            return self._claimed(row, now, results)
 
-        return self.run(tx, autocommit=True)
+        return self.run(tx)
+
+    def _claim_on_driver(
+        self,
+        workflow_id: str,
+        step_name: str,
+        worker_id: str,
+        stale_before: dt.datetime,
+        now: dt.datetime,
+    ) -> Claim | str:
+        """PostgreSQL: the claim and its dependencies' results in one round trip."""
+        assert self.driver is not None
+        params = {
+            "wid": workflow_id,
+            "step": step_name,
+            "worker": worker_id,
+            "now": now,
+            "stale": stale_before,
+        }
+        row = self.driver.one(self._hot.claim, params)
+        if row is None:
+            state = self.driver.one(self._hot.state, params)
+            return self._why_not(state[0] if state else None)
+        results = {name: (st, res) for name, (st, res) in (row.dep_results or {}).items()}
+        return self._claimed(row, now, results)
+
+    def _claimed(self, row: Any, now: dt.datetime, results: dict[str, tuple[str, Any]]) -> Claim:
+        return Claim(
+            workflow_id=row.workflow_id,
+            workflow_name=row.workflow_name,
+            step_name=row.step_name,
+            actor_name=row.actor_name,
+            attempt=row.attempt,
+            deps=tuple(row.deps),
+            dependents=tuple(row.dependents),
+            allow_failed_deps=row.allow_failed_deps,
+            change=self._change(row, now),
+            results=results,
+        )
+
+    @staticmethod
+    def _why_not(state: str | None) -> str:
+        """Why a step could not be claimed, from the state it is in."""
+        if state is None:
+            return "missing"
+        if state == S.PENDING:
+            return "not_ready"
+        if state in S.TERMINAL:
+            return "finished"
+        return "busy"
 
     def complete(
         self,
@@ -110,6 +135,16 @@ class Transitions(Lifecycle):
             (they never change); PostgreSQL then looks each one up by its key.
         """
         now = _now()
+        if self.driver is not None and dependents is not None:
+            params = {
+                "wid": workflow_id,
+                "step": step_name,
+                "attempt": attempt,
+                "result": encoded if encoded is not None else json.dumps(result),
+                "now": now,
+                "dependents": list(dependents),
+            }
+            return self._complete_on_driver(params)
         params = {
             "p_wid": workflow_id,
             "p_step": step_name,
@@ -117,25 +152,20 @@ class Transitions(Lifecycle):
             "p_result": result,
             "p_now": now,
         }
-        if self.dialect == "postgresql" and dependents is not None:
-            params["p_result"] = encoded if encoded is not None else json.dumps(result)
-            params["p_dependents"] = list(dependents)
-            return self._complete_in_one_statement(params)
         return self.run(lambda conn: self._settle(conn, self._sql.complete, params, ok=True))
 
-    def _complete_in_one_statement(self, params: dict[str, Any]) -> Transition:
+    def _complete_on_driver(self, params: dict[str, Any]) -> Transition:
         """PostgreSQL: the completion, its dependents' counters and the workflow's count
         in one statement that commits by itself (data-modifying CTEs): one round trip
         instead of five. The step that settles the workflow's last records its finish
         right after, in a transaction of its own; after a crash in between, the Sweeper
         records it (`finish_orphans`)."""
+        assert self.driver is not None
         tr = Transition()
-        row = self.run(
-            lambda conn: conn.execute(self._complete_cte, params).first(), autocommit=True
-        )
+        row = self.driver.one(self._hot.complete, params)
         if row is None:
             return tr  # cancelled or taken over meanwhile: the result is dropped
-        now = params["p_now"]
+        now = params["now"]
         tr.changes.append(self._change(row, now))
         tr.ready.extend(row.ready_messages)
         if row.remaining == 0:
@@ -145,45 +175,10 @@ class Transitions(Lifecycle):
         return tr
 
     @functools.cached_property
-    def _complete_cte(self) -> sa.TextClause:
+    def _hot(self) -> HotStatements:
         prep = self.engine.dialect.identifier_preparer
-        nodes, workflows = prep.format_table(self.nodes), prep.format_table(self.workflows)
-        returned = ", ".join(self._change_cols_names)
-        sql = f"""
-            WITH done AS (
-                UPDATE {nodes}
-                   SET state = '{S.COMPLETED}', has_result = true,
-                       result = CAST(:p_result AS jsonb), version = version + 1,
-                       finished_at = :p_now, error = NULL, claimed_by = NULL
-                 WHERE workflow_id = :p_wid AND step_name = :p_step
-                   AND state = '{S.EXECUTING}' AND attempt = :p_attempt
-             RETURNING {returned}, dependents
-            ), ready AS (
-                UPDATE {nodes} AS d
-                   SET pending_deps = d.pending_deps - 1,
-                       state = CASE WHEN d.pending_deps = 1 THEN '{S.AVAILABLE}' ELSE d.state END,
-                       due_at = CASE WHEN d.pending_deps = 1 THEN :p_now ELSE d.due_at END
-                 WHERE d.workflow_id = :p_wid AND d.step_name = ANY(:p_dependents)
-                   -- `IS TRUE` keeps the state index out of the plan: each dependent is
-                   -- one primary-key lookup (the cached generic plan otherwise scanned
-                   -- every pending step of the workflow)
-                   AND (d.state = '{S.PENDING}') IS TRUE AND EXISTS (SELECT FROM done)
-             RETURNING d.state, d.message
-            ), counted AS (
-                UPDATE {workflows} AS w SET remaining = w.remaining - 1
-                 WHERE w.id = :p_wid AND EXISTS (SELECT FROM done)
-             RETURNING w.remaining, w.cancelled
-            )
-            SELECT done.*, counted.remaining, counted.cancelled,
-                   (SELECT coalesce(jsonb_agg(ready.message), '[]'::jsonb)
-                      FROM ready WHERE ready.state = '{S.AVAILABLE}') AS ready_messages
-              FROM done, counted
-        """
-        return sa.text(sql).bindparams(
-            sa.bindparam("p_now", type_=UTCDateTime),
-            sa.bindparam("p_result", type_=sa.String),
-            sa.bindparam("p_dependents", type_=postgresql.ARRAY(sa.String)),
-        )
+        tables = prep.format_table(self.nodes), prep.format_table(self.workflows)
+        return HotStatements(*tables, self._change_cols_names)
 
     def discard(
         self, workflow_id: str, step_name: str, error: str, *, attempt: int | None = None
@@ -301,13 +296,6 @@ class Transitions(Lifecycle):
         return cancelled
 
 
-def _names_of(json_list: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The names in a JSON list as a text array, for ``= ANY(...)`` (PostgreSQL)."""
-    names = sa.func.jsonb_array_elements_text(json_list).table_valued("name")
-    array = sa.select(sa.func.array_agg(names.c.name)).select_from(names).scalar_subquery()
-    return sa.cast(array, postgresql.ARRAY(sa.String))  # an array, not a subquery of arrays
-
-
 class _Statements:
     """The hot statements, built once per store and bound per call.
 
@@ -346,24 +334,6 @@ class _Statements:
             )
             .returning(*change_cols, n.c.deps, n.c.dependents, n.c.allow_failed_deps)
         )
-        # PostgreSQL: the claim and its dependencies' results in one round trip
-        claimed = self.claim.cte("claimed")
-        dep = n.alias("dep")
-        dep_results = (
-            sa.select(
-                sa.func.jsonb_object_agg(
-                    dep.c.step_name, sa.func.jsonb_build_array(dep.c.state, dep.c.result)
-                )
-            )
-            .where(
-                dep.c.workflow_id == wid,
-                # an array computed once, so that each name is an index lookup: a join on
-                # the set-returning function made PostgreSQL scan the whole workflow
-                dep.c.step_name == sa.any_(_names_of(claimed.c.deps)),
-            )
-            .scalar_subquery()
-        )
-        self.claim_with_results = sa.select(claimed, dep_results.label("dep_results"))
         self.state = sa.select(n.c.state).where(*this_step)
         self.results = sa.select(n.c.step_name, n.c.state, n.c.result).where(
             n.c.workflow_id == wid, n.c.step_name.in_(sa.bindparam("p_names", expanding=True))

@@ -1,0 +1,152 @@
+"""PostgreSQL's hot path: a step's claim and its completion, straight on the driver.
+
+Each is one statement that commits by itself, on psycopg connections kept in
+autocommit (a pool of their own, made like the engine's). psycopg prepares them after a
+few runs and hands rows back as named tuples, so a step pays for two round trips and
+little else: building, compiling and caching these statements through SQLAlchemy cost
+the worker as much CPU as PostgreSQL spent running them. Everything else goes through
+SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
+
+from .. import states as S
+from ..errors import StoreError
+
+#: SQLSTATEs worth running a statement again for: deadlock, serialization failure
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+_RETRIES = 8
+
+
+class Driver:
+    """Runs one autocommit statement at a time on a pooled psycopg connection."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._pool: Any = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _current_pool(self) -> Any:
+        # A pool of this process's own: connections never cross a fork.
+        pid = os.getpid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    pool = self._engine.pool.recreate()
+                    sa.event.listen(pool, "connect", _autocommit)
+                    self._pool, self._pid = pool, pid
+        return self._pool
+
+    def one(self, sql: str, params: dict[str, Any]) -> Any:
+        """The first row `sql` returns (a named tuple), or None; retried on deadlock."""
+        for attempt in range(_RETRIES):
+            try:
+                fairy = self._current_pool().connect()
+            except psycopg.Error as exc:
+                raise _store_error(exc) from exc
+            conn: psycopg.Connection[Any] = fairy.driver_connection
+            try:
+                with conn.cursor(row_factory=namedtuple_row) as cur:
+                    cur.execute(sql, params)
+                    return cur.fetchone()
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError) or conn.closed:
+                    fairy.invalidate(exc)
+                if exc.sqlstate not in RETRY_SQLSTATES or attempt == _RETRIES - 1:
+                    raise _store_error(exc) from exc
+            finally:
+                fairy.close()
+            time.sleep(0.002 * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.dispose()
+        self._pool, self._pid = None, 0
+
+
+def _store_error(exc: psycopg.Error) -> StoreError:
+    return StoreError(f"{type(exc).__name__}: {exc}".strip())
+
+
+def _autocommit(dbapi_conn: psycopg.Connection[Any], _record: Any) -> None:
+    dbapi_conn.autocommit = True
+
+
+class HotStatements:
+    """The claim and the completion as psycopg SQL, for one store's tables."""
+
+    def __init__(self, nodes: str, workflows: str, change_cols: tuple[str, ...]) -> None:
+        returned = ", ".join(change_cols)
+        claimable = ", ".join(f"'{state}'" for state in S.CLAIMABLE)
+        #: the claim, with its dependencies' results ({name: [state, result]})
+        self.claim = f"""
+            WITH claimed AS (
+                UPDATE {nodes}
+                   SET state = '{S.EXECUTING}',
+                       attempt = CASE WHEN state = '{S.SNOOZED}' THEN attempt
+                                      ELSE attempt + 1 END,
+                       version = version + 1, claimed_by = %(worker)s,
+                       heartbeat_at = %(now)s, started_at = %(now)s,
+                       due_at = NULL, error = NULL
+                 WHERE workflow_id = %(wid)s AND step_name = %(step)s
+                   AND (state IN ({claimable})
+                        OR (state = '{S.EXECUTING}' AND heartbeat_at < %(stale)s))
+             RETURNING {returned}, deps, dependents, allow_failed_deps
+            )
+            SELECT claimed.*,
+                   (SELECT jsonb_object_agg(dep.step_name,
+                                            jsonb_build_array(dep.state, dep.result))
+                      FROM {nodes} AS dep
+                     WHERE dep.workflow_id = %(wid)s
+                       -- an array computed once: each name is one primary-key lookup
+                       AND dep.step_name = ANY(ARRAY(
+                               SELECT jsonb_array_elements_text(claimed.deps)))
+                   ) AS dep_results
+              FROM claimed
+        """
+        self.state = (
+            f"SELECT state FROM {nodes} WHERE workflow_id = %(wid)s AND step_name = %(step)s"
+        )
+        #: the completion, its dependents' counters and the workflow's count of steps left
+        self.complete = f"""
+            WITH done AS (
+                UPDATE {nodes}
+                   SET state = '{S.COMPLETED}', has_result = true,
+                       result = CAST(%(result)s AS jsonb), version = version + 1,
+                       finished_at = %(now)s, error = NULL, claimed_by = NULL
+                 WHERE workflow_id = %(wid)s AND step_name = %(step)s
+                   AND state = '{S.EXECUTING}' AND attempt = %(attempt)s
+             RETURNING {returned}
+            ), ready AS (
+                UPDATE {nodes} AS d
+                   SET pending_deps = d.pending_deps - 1,
+                       state = CASE WHEN d.pending_deps = 1 THEN '{S.AVAILABLE}'
+                                    ELSE d.state END,
+                       due_at = CASE WHEN d.pending_deps = 1 THEN %(now)s ELSE d.due_at END
+                 WHERE d.workflow_id = %(wid)s AND d.step_name = ANY(%(dependents)s)
+                   -- `IS TRUE` keeps the state index out of the plan: each dependent is
+                   -- one primary-key lookup (the cached generic plan otherwise scanned
+                   -- every pending step of the workflow)
+                   AND (d.state = '{S.PENDING}') IS TRUE AND EXISTS (SELECT FROM done)
+             RETURNING d.state, d.message
+            ), counted AS (
+                UPDATE {workflows} AS w SET remaining = w.remaining - 1
+                 WHERE w.id = %(wid)s AND EXISTS (SELECT FROM done)
+             RETURNING w.remaining, w.cancelled
+            )
+            SELECT done.*, counted.remaining, counted.cancelled,
+                   (SELECT coalesce(jsonb_agg(ready.message), '[]'::jsonb)
+                      FROM ready WHERE ready.state = '{S.AVAILABLE}') AS ready_messages
+              FROM done, counted
+        """
