@@ -43,6 +43,11 @@ class EventBus:
         """Publish `events` of one workflow, in order, on ``workflow:all`` and its topic."""
         raise NotImplementedError
 
+    def publish_many(self, batch: list[tuple[str, list[Event]]]) -> None:
+        """Publish several workflows' events, in order: ``[(workflow_id, events), ...]``."""
+        for workflow_id, events in batch:
+            self.publish(workflow_id, events)
+
     def subscribe(self, topics: list[str]) -> RawSubscription:
         """Subscribe; live when this returns."""
         raise NotImplementedError

@@ -36,6 +36,7 @@ from .errors import (
     StoreError,
 )
 from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_event
+from .publisher import Publisher
 from .setup import STEP_OPTION, process_name
 from .store import Claim, Store, Transition
 from .workflow import enqueue_step
@@ -78,6 +79,7 @@ class WorkflowMiddleware(Middleware):
             raise ConfigurationError(f"claim_timeout must be > 0 seconds, got {claim_timeout}")
         self.store = store
         self.events: EventBus = events if events is not None else MemoryEventBus()
+        self._publisher = Publisher(self.events)
         self.max_result_bytes = max_result_bytes
         self.claim_timeout = claim_timeout
         self.check_schema = check_schema
@@ -114,6 +116,7 @@ class WorkflowMiddleware(Middleware):
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
+        self._publisher.stop()
 
     # -- the gate ---------------------------------------------------------------------
 
@@ -156,7 +159,8 @@ class WorkflowMiddleware(Middleware):
         )
         with self._in_flight_lock:
             self._in_flight[message.message_id] = (workflow_id, step_name)
-        self._publish(workflow_id, [step_event(claim.change)])
+        # no waiting: whatever this process publishes next about the step follows it
+        self._publish(workflow_id, [step_event(claim.change)], wait=False)
 
     def in_flight(self) -> list[tuple[str, str]]:
         """``(workflow_id, step_name)`` of every step this process is executing."""
@@ -262,19 +266,10 @@ class WorkflowMiddleware(Middleware):
             if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
                 self.store.mark_published(finished["workflow_id"])
 
-    def _publish(self, workflow_id: str, events: list[Event]) -> bool:
-        """Publish; a bus that is down must not stop the workflow, so failures are logged."""
-        try:
-            self.events.publish(workflow_id, events)
-            return True
-        except Exception:
-            logger.warning(
-                "Could not publish %d event(s) of workflow %s",
-                len(events),
-                workflow_id,
-                exc_info=True,
-            )
-            return False
+    def _publish(self, workflow_id: str, events: list[Event], *, wait: bool = True) -> bool:
+        """Publish; with `wait`, return once they are out (False: the bus failed, which
+        is logged: a bus that is down must not stop the workflow)."""
+        return self._publisher.post(workflow_id, events, wait=wait)
 
     def _complete(self, broker: dramatiq.Broker, running: RunningStep, result: Any) -> None:
         ctx = running.context

@@ -53,14 +53,20 @@ class RedisEventBus(EventBus):
         return self.prefix + topic
 
     def publish(self, workflow_id: str, events: list[Event]) -> None:
-        channels = (self.channel(ALL_TOPIC), self.channel(workflow_topic(workflow_id)))
+        self.publish_many([(workflow_id, events)])
+
+    def publish_many(self, batch: list[tuple[str, list[Event]]]) -> None:
+        """One pipeline for the lot; each event goes to ``workflow:all``, then its topic."""
+        everyone = self.channel(ALL_TOPIC)
         pipe = self.client.pipeline(transaction=False)
-        for event in events:
-            data = json.dumps(
-                {"event": event.event, "payload": event.payload}, separators=(",", ":")
-            )
-            for channel in channels:
-                pipe.publish(channel, data)
+        for workflow_id, events in batch:
+            topic = self.channel(workflow_topic(workflow_id))
+            for event in events:
+                data = json.dumps(
+                    {"event": event.event, "payload": event.payload}, separators=(",", ":")
+                )
+                pipe.publish(everyone, data)
+                pipe.publish(topic, data)
         pipe.execute()
 
     def subscribe(self, topics: list[str]) -> RawSubscription:

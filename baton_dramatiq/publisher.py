@@ -1,0 +1,95 @@
+"""Publishes a worker's events from one thread, in batches, in the order they were posted.
+
+Every worker thread that settles a step would otherwise send its own pipeline; here
+the threads hand their events over and one thread sends whatever has piled up in one
+`EventBus.publish_many` call (one Redis pipeline). A thread that must know its events
+are out, before it enqueues a dependent or records a finish as published, waits for
+its batch; a claim's ``executing`` event is handed over without waiting, and goes out
+before anything the same process posts after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+
+from .bus import EventBus
+from .event_model import Event
+
+logger = logging.getLogger("baton_dramatiq")
+
+
+class _Post:
+    __slots__ = ("done", "events", "ok", "workflow_id")
+
+    def __init__(self, workflow_id: str, events: list[Event], done: threading.Event | None):
+        self.workflow_id, self.events, self.done = workflow_id, events, done
+        self.ok = False
+
+
+class Publisher:
+    """One publishing thread per process for `bus` (started on first use, after a fork)."""
+
+    def __init__(self, bus: EventBus, *, max_batch: int = 256, wait_timeout: float = 30.0):
+        self.bus = bus
+        self.max_batch, self.wait_timeout = max_batch, wait_timeout
+        self._queue: deque[_Post] = deque()
+        self._wake = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stopping = False
+
+    def post(self, workflow_id: str, events: list[Event], *, wait: bool = True) -> bool:
+        """Queue `events`; with `wait`, block until they went out (False: the bus failed)."""
+        post = _Post(workflow_id, events, threading.Event() if wait else None)
+        with self._wake:
+            self._ensure_thread()
+            self._queue.append(post)
+            self._wake.notify()
+        if post.done is None:
+            return True
+        return post.done.wait(self.wait_timeout) and post.ok
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued, then end the thread."""
+        with self._wake:
+            thread, self._stopping = self._thread, True
+            self._wake.notify()
+        if thread is not None and self._pid == os.getpid():
+            thread.join(timeout)
+        with self._wake:
+            self._thread, self._stopping = None, False
+
+    def _ensure_thread(self) -> None:
+        pid = os.getpid()
+        if self._thread is None or self._pid != pid:  # none yet, or the parent's
+            self._queue.clear()
+            self._pid = pid
+            self._thread = threading.Thread(target=self._run, name="baton-publisher", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if not self._queue:
+                    return  # stopping, and nothing left
+                size = min(len(self._queue), self.max_batch)
+                batch = [self._queue.popleft() for _ in range(size)]
+            self._send(batch)
+
+    def _send(self, batch: list[_Post]) -> None:
+        ok = True
+        try:
+            self.bus.publish_many([(post.workflow_id, post.events) for post in batch])
+        except Exception:
+            ok = False
+            # a bus that is down must not stop the workflow; subscribers re-read the store
+            logger.warning("Could not publish %d event batch(es)", len(batch), exc_info=True)
+        for post in batch:
+            post.ok = ok
+            if post.done is not None:
+                post.done.set()
