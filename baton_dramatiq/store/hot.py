@@ -49,6 +49,14 @@ class Driver:
 
     def one(self, sql: str, params: dict[str, Any]) -> Any:
         """The first row `sql` returns (a named tuple), or None; retried on deadlock."""
+        return self._run(sql, params, fetch=True)
+
+    def execute(self, sql: str, params: dict[str, Any]) -> int:
+        """Run `sql`, which returns no rows; how many rows it changed."""
+        rowcount: int = self._run(sql, params, fetch=False)
+        return rowcount
+
+    def _run(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
         for attempt in range(_RETRIES):
             try:
                 fairy = self._current_pool().connect()
@@ -58,7 +66,7 @@ class Driver:
             try:
                 with conn.cursor(row_factory=namedtuple_row) as cur:
                     cur.execute(sql, params)
-                    return cur.fetchone()
+                    return cur.fetchone() if fetch else cur.rowcount
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError) or conn.closed:
                     fairy.invalidate(exc)
@@ -84,9 +92,11 @@ def _autocommit(dbapi_conn: psycopg.Connection[Any], _record: Any) -> None:
 
 
 class HotStatements:
-    """The claim and the completion as psycopg SQL, for one store's tables."""
+    """The claim, the completion and the finish as psycopg SQL, for one store's tables."""
 
-    def __init__(self, nodes: str, workflows: str, change_cols: tuple[str, ...]) -> None:
+    def __init__(
+        self, nodes: str, workflows: str, completions: str, change_cols: tuple[str, ...]
+    ) -> None:
         returned = ", ".join(change_cols)
         claimable = ", ".join(f"'{state}'" for state in S.CLAIMABLE)
         #: the claim, with its dependencies' results ({name: [state, result]})
@@ -150,3 +160,24 @@ class HotStatements:
                       FROM ready WHERE ready.state = '{S.AVAILABLE}') AS ready_messages
               FROM done, counted
         """
+        #: the finish of a workflow whose last step just settled, recorded exactly once
+        self.finish = f"""
+            WITH verdict AS (
+                SELECT coalesce(jsonb_agg(step_name ORDER BY position)
+                                    FILTER (WHERE state = '{S.DISCARDED}'),
+                                '[]'::jsonb) AS failed_steps,
+                       CASE WHEN %(cancelled)s THEN '{S.CANCELLED}'
+                            -- a sink that did not complete
+                            WHEN bool_or(dependents = '[]'::jsonb) THEN 'failed'
+                            ELSE '{S.COMPLETED}' END AS outcome
+                  FROM {nodes}
+                 WHERE workflow_id = %(wid)s AND state <> '{S.COMPLETED}'
+            )
+            INSERT INTO {completions} (workflow_id, outcome, failed_steps, finished_at)
+            SELECT %(wid)s, outcome, failed_steps, %(now)s FROM verdict
+            ON CONFLICT DO NOTHING
+            RETURNING outcome, failed_steps
+        """
+        self.mark_published = (
+            f"UPDATE {completions} SET published_at = %(now)s WHERE workflow_id = %(wid)s"
+        )

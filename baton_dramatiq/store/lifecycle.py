@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from .. import states as S
 from ..errors import DuplicateWorkflowError, StoreError, WorkflowNotFound
 from .gateway import Gateway, Transition, _is_unique_violation, _now
+from .hot import HotStatements
 
 
 class Lifecycle(Gateway):
@@ -78,6 +79,9 @@ class Lifecycle(Gateway):
 
     def mark_published(self, workflow_id: str) -> None:
         """Record that `workflow_finished` went out for `workflow_id`."""
+        if self.driver is not None:
+            self.driver.execute(self._hot.mark_published, {"wid": workflow_id, "now": _now()})
+            return
         c = self.completions
         stmt = sa.update(c).where(c.c.workflow_id == workflow_id).values(published_at=_now())
         self.run(lambda conn: conn.execute(stmt))
@@ -132,10 +136,28 @@ class Lifecycle(Gateway):
         ).rowcount
         if not recorded:
             return  # recorded already (by the Sweeper, after a crash): it publishes it
-        tr.finished = {
+        tr.finished = self._finished(workflow_id, name, outcome, failed_steps, now)
+
+    @staticmethod
+    def _finished(
+        workflow_id: str, name: str, outcome: str, failed_steps: list[str], now: dt.datetime
+    ) -> dict[str, Any]:
+        """The `workflow_finished` payload."""
+        return {
             "workflow_id": workflow_id,
             "workflow_name": name,
             "outcome": outcome,
             "failed_steps": failed_steps,
             "at": now.isoformat(),
         }
+
+    @functools.cached_property
+    def _hot(self) -> HotStatements:
+        """PostgreSQL: the statements the driver runs, for this store's tables."""
+        prep = self.engine.dialect.identifier_preparer
+        return HotStatements(
+            nodes=prep.format_table(self.nodes),
+            workflows=prep.format_table(self.workflows),
+            completions=prep.format_table(self.completions),
+            change_cols=self._change_cols_names,
+        )

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from .. import faults
 from .. import states as S
 from .gateway import Claim, Transition, _as_dict, _now, _short
-from .hot import HotStatements
 from .lifecycle import Lifecycle
 from .tables import UTCDateTime
 
@@ -170,15 +169,13 @@ class Transitions(Lifecycle):
         tr.ready.extend(row.ready_messages)
         if row.remaining == 0:
             faults.point("before_finish_recorded")
-            name, cancelled = row.workflow_name, row.cancelled
-            self.run(lambda conn: self._finish(conn, row.workflow_id, name, cancelled, now, tr))
+            params = {"wid": row.workflow_id, "cancelled": row.cancelled, "now": now}
+            finish = self.driver.one(self._hot.finish, params)
+            if finish is not None:  # else recorded already (by the Sweeper, after a crash)
+                tr.finished = self._finished(
+                    row.workflow_id, row.workflow_name, finish.outcome, finish.failed_steps, now
+                )
         return tr
-
-    @functools.cached_property
-    def _hot(self) -> HotStatements:
-        prep = self.engine.dialect.identifier_preparer
-        tables = prep.format_table(self.nodes), prep.format_table(self.workflows)
-        return HotStatements(*tables, self._change_cols_names)
 
     def discard(
         self, workflow_id: str, step_name: str, error: str, *, attempt: int | None = None
