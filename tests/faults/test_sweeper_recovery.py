@@ -130,7 +130,9 @@ def test_a_step_whose_message_the_broker_lost_is_rescued(pg_template: str) -> No
         wf = diamond(cluster)
         wf.add("slow", cluster.actors.sleeper.message(1.0), deps=["fetch_sources"])
         run = wf.insert()
-        wait_for(lambda: states(cluster, run.id)["slow"] == "executing")
+        # (its body has begun: the run log says so, not just the claim in the store)
+        wait_for(lambda: "slow" in cluster.runs(run.id))
+        assert states(cluster, run.id)["slow"] == "executing"
         cluster.workers[0].kill()
         cluster.workers[0].wait()
         client = redis.Redis.from_url(services.REDIS_URL)
