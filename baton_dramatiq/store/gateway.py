@@ -219,5 +219,5 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def _is_unique_violation(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
+    orig = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper, or the driver's own error
     return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)

@@ -91,12 +91,28 @@ def _autocommit(dbapi_conn: psycopg.Connection[Any], _record: Any) -> None:
     dbapi_conn.autocommit = True
 
 
+#: the per-step columns that `HotStatements.insert` reads from its JSON, with their types
+NODE_COLUMNS = {
+    "step_name": "text",
+    "position": "int",
+    "state": "text",
+    "actor_name": "text",
+    "message": "jsonb",
+    "deps": "jsonb",
+    "dependents": "jsonb",
+    "pending_deps": "int",
+    "allow_failed_deps": "boolean",
+}
+NODE_JSON_KEYS = tuple(NODE_COLUMNS)
+
+
 class HotStatements:
     """The claim, the completion and the finish as psycopg SQL, for one store's tables."""
 
     def __init__(
         self, nodes: str, workflows: str, completions: str, change_cols: tuple[str, ...]
     ) -> None:
+        self._workflows = workflows
         returned = ", ".join(change_cols)
         claimable = ", ".join(f"'{state}'" for state in S.CLAIMABLE)
         #: the claim, with its dependencies' results ({name: [state, result]})
@@ -178,6 +194,24 @@ class HotStatements:
             ON CONFLICT DO NOTHING
             RETURNING outcome, failed_steps
         """
+        columns = ", ".join(NODE_COLUMNS)
+        typed = ", ".join(f"{name} {kind}" for name, kind in NODE_COLUMNS.items())
+        #: every step of a new workflow, in the statement that inserts the workflow
+        self._insert_nodes = f"""
+            INSERT INTO {nodes} (workflow_id, workflow_name, inserted_at, due_at, {columns})
+            SELECT %(id)s, %(name)s, %(p_now)s,
+                   CASE WHEN r.state = '{S.AVAILABLE}' THEN %(p_now)s END, {columns}
+              FROM jsonb_to_recordset(%(p_nodes)s) AS r({typed})
+        """
         self.mark_published = (
             f"UPDATE {completions} SET published_at = %(now)s WHERE workflow_id = %(wid)s"
+        )
+
+    def insert(self, workflow: dict[str, Any]) -> str:
+        """A new workflow (`workflow`'s columns) and its steps, in one statement."""
+        columns = ", ".join(workflow)
+        values = ", ".join(f"%({name})s" for name in workflow)
+        return (
+            f"WITH workflow AS (INSERT INTO {self._workflows} ({columns}) VALUES ({values}))"
+            + self._insert_nodes
         )

@@ -7,11 +7,18 @@ import functools
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 
 from .. import states as S
 from ..errors import DuplicateWorkflowError, StoreError, WorkflowNotFound
 from .gateway import Gateway, Transition, _is_unique_violation, _now
-from .hot import HotStatements
+from .hot import NODE_JSON_KEYS, HotStatements
+
+
+def _insert_params(workflow: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parameters of `HotStatements.insert`: the workflow's columns, its steps as JSON."""
+    steps = [{key: node[key] for key in NODE_JSON_KEYS} for node in nodes]
+    return {**workflow, "p_nodes": Jsonb(steps), "p_now": workflow["inserted_at"]}
 
 
 class Lifecycle(Gateway):
@@ -21,6 +28,17 @@ class Lifecycle(Gateway):
         Raises:
           DuplicateWorkflowError: a workflow with this id exists; nothing was written.
         """
+
+        if self.driver is not None:
+            try:
+                self.driver.execute(self._hot.insert(workflow), _insert_params(workflow, nodes))
+            except StoreError as exc:
+                if exc.__cause__ is not None and _is_unique_violation(exc.__cause__):
+                    raise DuplicateWorkflowError(
+                        f"A workflow with id {workflow['id']!r} exists already"
+                    ) from exc
+                raise
+            return
 
         def tx(conn: sa.Connection) -> None:
             exists = conn.execute(
