@@ -1,11 +1,13 @@
-"""Publishes a worker's events from one thread, in batches, in the order they were posted.
+"""Publishes a worker's events in batches, in the order they were posted.
 
-Every worker thread that settles a step would otherwise send its own pipeline; here
-the threads hand their events over and one thread sends whatever has piled up in one
-`EventBus.publish_many` call (one Redis pipeline). A thread that must know its events
-are out, before it enqueues a dependent or records a finish as published, waits for
-its batch; a claim's ``executing`` event is handed over without waiting, and goes out
-before anything the same process posts after it.
+Posts go to a queue shared by the process, and whoever sends, sends everything queued
+in one `EventBus.publish_many` call (one Redis pipeline); sends never overlap, so
+events go out in the order they were posted. A thread that must know its events are
+out (before it enqueues a dependent, or records a finish as published) sends the queue
+itself when nobody else is sending, which keeps an idle worker's hops short; when
+somebody is, it hands over to the publishing thread, which sends what piled up
+meanwhile as one batch, and waits. A claim's ``executing`` event is handed over without
+waiting: it goes out before anything the process posts after it.
 """
 
 from __future__ import annotations
@@ -30,24 +32,36 @@ class _Post:
 
 
 class Publisher:
-    """One publishing thread per process for `bus` (started on first use, after a fork)."""
+    """Batches one process's events for `bus` (its thread restarts after a fork)."""
 
     def __init__(self, bus: EventBus, *, max_batch: int = 256, wait_timeout: float = 30.0):
         self.bus = bus
         self.max_batch, self.wait_timeout = max_batch, wait_timeout
         self._queue: deque[_Post] = deque()
-        self._wake = threading.Condition(threading.Lock())
+        self._send_lock = threading.Lock()  # held by whoever is sending
+        self._wake = threading.Condition(threading.Lock())  # wakes the publishing thread
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
 
     def post(self, workflow_id: str, events: list[Event], *, wait: bool = True) -> bool:
-        """Queue `events`; with `wait`, block until they went out (False: the bus failed)."""
+        """Publish `events`; with `wait`, return once they are out (False: the bus failed).
+
+        Without `wait`, they go out soon, before anything posted after them.
+        """
         post = _Post(workflow_id, events, threading.Event() if wait else None)
         with self._wake:
             self._ensure_thread()
             self._queue.append(post)
-            self._wake.notify()
+        if post.done is not None and self._send_lock.acquire(blocking=False):
+            try:
+                self._drain()  # nobody was sending: send it all now, ours included
+            finally:
+                self._send_lock.release()
+            # a post queued after the drain finished was handed to the thread by its poster
+        else:
+            with self._wake:
+                self._wake.notify()
         if post.done is None:
             return True
         return post.done.wait(self.wait_timeout) and post.ok
@@ -66,6 +80,7 @@ class Publisher:
         pid = os.getpid()
         if self._thread is None or self._pid != pid:  # none yet, or the parent's
             self._queue.clear()
+            self._send_lock = threading.Lock()  # the parent's may have been held
             self._pid = pid
             self._thread = threading.Thread(target=self._run, name="baton-publisher", daemon=True)
             self._thread.start()
@@ -77,6 +92,13 @@ class Publisher:
                     self._wake.wait()
                 if not self._queue:
                     return  # stopping, and nothing left
+            with self._send_lock:
+                self._drain()
+
+    def _drain(self) -> None:
+        """Send the queue, in batches, until it is empty (holding the send lock)."""
+        while self._queue:
+            with self._wake:
                 size = min(len(self._queue), self.max_batch)
                 batch = [self._queue.popleft() for _ in range(size)]
             self._send(batch)

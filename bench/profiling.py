@@ -140,7 +140,13 @@ CATEGORIES = (
     ("WorkerThread.process_message", "dramatiq: other"),
 )
 #: frames below which a store sample is the driver or the network, not SQLAlchemy
-DRIVER_FRAMES = ("Cursor.execute", "Cursor.fetchone", "Connection.commit", "Connection.rollback", "connect (")
+DRIVER_FRAMES = (
+    "Cursor.execute",
+    "Cursor.fetchone",
+    "Connection.commit",
+    "Connection.rollback",
+    "connect (",
+)
 
 
 def breakdown(path: Path) -> dict[str, Any]:

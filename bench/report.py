@@ -74,12 +74,14 @@ def fanin(r: dict[str, Any]) -> str:
     rows = [
         [label, str(s["n"]), ms(s, "p50_ms"), ms(s, "p95_ms"), ms(s, "p99_ms"), ms(s, "max_ms")]
         for label, s in (
-            ("fan-in (3 deps → compile_brief)", r["fan_in"]),
-            ("single hop (fetch_sources → middle step)", r["single_hop"]),
+            ("baton_dramatiq: fan-in (3 deps → compile_brief)", r["fan_in"]),
+            ("baton_dramatiq: single hop (fetch_sources → middle step)", r["single_hop"]),
+            ("bare Dramatiq: an actor sends the next (send → its body starts)", r.get("bare_hop")),
         )
+        if s is not None
     ]
     head = (
-        f"**3. Fan-in latency** (baton_dramatiq; {r['diamonds']} diamonds at "
+        f"**3. Fan-in latency** ({r['diamonds']} diamonds, or bare hops, at "
         f"{num(r['pace_per_s'])}/s; last dependency finished → fan-in step started)\n\n"
     )
     return head + table(["hop", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
@@ -273,13 +275,18 @@ def _scale_targets(
                 f"±{num(100 * spread)}% of median",
                 spread <= 0.2,
             )
-        sized = [r for r in rows if r["shape"] == shape and r["steps"] >= 1_000]
-        if len(sized) >= 2:
-            per_step = [1024 * r["traced_peak_mb"] / r["steps"] for r in sized]
-            ratio = max(per_step) / min(per_step)
+        sized = [r for r in rows if r["shape"] == shape]
+        if len(sized) >= 3:
+            # linear: each added step costs the same (peak = fixed + per step x steps),
+            # so the slope between consecutive sizes stays put
+            slopes = [
+                1024 * (b["traced_peak_mb"] - a["traced_peak_mb"]) / (b["steps"] - a["steps"])
+                for a, b in zip(sized, sized[1:], strict=False)
+            ]
+            ratio = max(slopes) / min(slopes) if min(slopes) > 0 else float("inf")
             sizes = ", ".join(num(r["steps"]) for r in sized)
             add(
-                f"memory linear ({shape}: traced KiB/step at {sizes} steps)",
-                " / ".join(num(v, 2) for v in per_step),
+                f"memory linear ({shape}: traced KiB per added step, {sizes} steps)",
+                " / ".join(num(v, 2) for v in slopes),
                 ratio <= 1.25,
             )

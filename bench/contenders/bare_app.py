@@ -2,7 +2,9 @@
 
 Worker process: ``python -m bench.contenders.bare_app``. The reference of the overhead
 scenario: messages are sent one by one, and the run ends when the queue holds no
-message, queued or in flight (``RedisBroker.join``).
+message, queued or in flight (``RedisBroker.join``). For the fan-in scenario, the hop
+from one actor to the next: ``hop_from`` ends by sending ``hop_to``, which records how
+long after that send it started.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import dramatiq
+import redis
 
 from ..config import AppConfig, Settings
 from ..services import Services
@@ -31,7 +34,18 @@ class App:
         def noop() -> None:
             return None
 
-        self.noop = noop
+        hops = f"{cfg.namespace}:bench:hops"
+        client = redis.Redis.from_url(cfg.redis_url)
+
+        @dramatiq.actor(broker=self.broker)
+        def hop_to(key: str, sent_at: float) -> None:
+            client.hset(hops, key, repr(time.time() - sent_at))
+
+        @dramatiq.actor(broker=self.broker)
+        def hop_from(key: str) -> None:
+            hop_to.send(key, time.time())
+
+        self.noop, self.hop_from, self.hops, self.redis = noop, hop_from, hops, client
 
 
 class Client:
@@ -48,6 +62,22 @@ class Client:
         self.app.broker.join(self.app.noop.queue_name, interval=2, timeout=int(timeout * 1000))
         return time.time() - start
 
+    def run_hops(self, count: int, interval: float, timeout: float) -> list[float]:
+        """`count` actor-to-actor hops, one every `interval` s; their latencies (s)."""
+        start = time.monotonic()
+        for i in range(count):
+            pause = start + i * interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            self.app.hop_from.send(f"h{i}")
+        deadline = time.monotonic() + timeout
+        while self.app.redis.hlen(self.app.hops) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bare hops: not all {count} arrived within {timeout:.0f} s")
+            self.workers.check_alive()
+            time.sleep(0.01)
+        return [float(v) for v in self.app.redis.hvals(self.app.hops)]
+
 
 @contextlib.contextmanager
 def running(services: Services, settings: Settings) -> Iterator[Client]:
@@ -59,6 +89,7 @@ def running(services: Services, settings: Settings) -> Iterator[Client]:
                 yield Client(app, workers)
         finally:
             app.broker.close()
+            app.redis.close()
 
 
 def main() -> None:
@@ -66,6 +97,7 @@ def main() -> None:
     app = App(cfg)
     serve_dramatiq(app.broker, threads=cfg.threads, worker_timeout_ms=cfg.worker_timeout_ms)
     app.broker.close()
+    app.redis.close()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Diamonds are submitted at a steady pace well below capacity (one every
 diamond scenario reports the same number under full load.
 
 Also reported: the single-dependency hop (``fetch_sources`` done -> a middle step
-started), which is the same enqueue-and-claim path with no join.
+started), which is the same enqueue-and-claim path with no join; and, in the same run
+at the same pace and worker settings, bare Dramatiq's hop from one actor to the next
+(sent at the end of one body -> the next body starts). Most of every hop is the Redis
+consumer's idle polling (``worker_timeout``), which bare Dramatiq pays as well.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import baton_dramatiq as baton
 
 from ..config import Settings
-from ..contenders import baton_app
+from ..contenders import bare_app, baton_app
 from ..services import Services
 from ..stats import summary_ms
 from . import submit_diamonds, warm_up
@@ -55,10 +58,15 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
         submits = submit_diamonds(client, count, interval=interval)
         client.board.wait(count, settings.timeout_s, check=client.workers.check_alive)
         measured = latencies(client.store, (client.runs[key].id for key in submits))
+    with bare_app.running(services, settings) as bare:
+        bare.run_hops(10, interval, settings.timeout_s)  # warm-up
+        bare.app.redis.delete(bare.app.hops)
+        bare_hops = bare.run_hops(count, interval, settings.timeout_s)
     return {
         "diamonds": count,
         "pace_per_s": 1 / interval,
         "fan_in": summary_ms(measured["fan_in"]),
         "single_hop": summary_ms(measured["hop"]),
+        "bare_hop": summary_ms(bare_hops),
         "outcomes": measured["outcomes"],
     }
