@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="SHAPE=N",
-        help="scenario 4: run workflows of SHAPE (wide, chain) up to N steps (default 10000 each)",
+        help="scenario 4: run workflows of SHAPE (wide, chain) up to N steps (default 50000 each)",
     )
     p.add_argument("--cleanup", action="store_true", help="drop leftover bench databases and keys")
     return p.parse_args(argv)

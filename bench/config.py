@@ -40,10 +40,10 @@ class Settings:
     scale_sizes: tuple[int, ...] = (100, 1_000, 10_000, 50_000)
     #: the largest size of each shape that is also run (bigger ones are inserted only)
     scale_run_max: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {"wide": 10_000, "chain": 10_000}
+        default_factory=lambda: {"wide": 50_000, "chain": 50_000}
     )
     #: the longest a scale run may take before it is cancelled and reported as such
-    scale_run_timeout_s: float = 300.0
+    scale_run_timeout_s: float = 900.0
     #: the longest any one batch of workflows may take
     timeout_s: float = 180.0
 
