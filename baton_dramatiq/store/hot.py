@@ -1,11 +1,12 @@
-"""PostgreSQL's hot path: a step's claim and its completion, straight on the driver.
+"""PostgreSQL's hot path: what every step and every workflow does, straight on the driver.
 
-Each is one statement that commits by itself, on psycopg connections kept in
-autocommit (a pool of their own, made like the engine's). psycopg prepares them after a
-few runs and hands rows back as named tuples, so a step pays for two round trips and
-little else: building, compiling and caching these statements through SQLAlchemy cost
-the worker as much CPU as PostgreSQL spent running them. Everything else goes through
-SQLAlchemy.
+A workflow's insert, a step's claim and completion, a workflow's finish and its
+publication mark: each is one statement that commits by itself, on psycopg connections
+kept in autocommit (a pool of their own, made like the engine's). psycopg prepares
+them after a few runs and hands rows back as named tuples, so a step pays for two round
+trips and little else: building, compiling and caching these statements through
+SQLAlchemy cost the worker as much CPU as PostgreSQL spent running them. Everything
+else goes through SQLAlchemy.
 """
 
 from __future__ import annotations
