@@ -52,14 +52,16 @@ class Publisher:
         post = _Post(workflow_id, events, threading.Event() if wait else None)
         with self._wake:
             self._ensure_thread()
+            # Whoever finds the queue empty makes sure a drain follows; a drain runs until
+            # it finds the queue empty, so a post behind another goes out with it.
+            first = not self._queue
             self._queue.append(post)
         if post.done is not None and self._send_lock.acquire(blocking=False):
             try:
                 self._drain()  # nobody was sending: send it all now, ours included
             finally:
                 self._send_lock.release()
-            # a post queued after the drain finished was handed to the thread by its poster
-        else:
+        elif first:
             with self._wake:
                 self._wake.notify()
         if post.done is None:
