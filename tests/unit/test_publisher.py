@@ -1,0 +1,79 @@
+"""The publisher: batches from many threads, every post sent once, in the order posted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from baton_dramatiq.bus import EventBus
+from baton_dramatiq.event_model import Event
+from baton_dramatiq.publisher import Publisher
+
+
+class RecordingBus(EventBus):
+    """Records each batch; each send takes a moment, so posts pile up behind it."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.batches: list[list[tuple[str, list[Event]]]] = []
+        self.fail = fail
+        self._busy = threading.Lock()
+
+    def publish_many(self, batch: list[tuple[str, list[Event]]]) -> None:
+        with self._busy:
+            assert self._busy.locked()
+            if self.fail:
+                raise ConnectionError("the bus is down")
+            time.sleep(0.0005)
+            self.batches.append(list(batch))
+
+    def sent(self) -> list[tuple[str, int]]:
+        return [(wid, e.payload["n"]) for batch in self.batches for wid, es in batch for e in es]
+
+
+def test_posts_from_many_threads_go_out_once_each_in_the_order_each_thread_posted() -> None:
+    bus = RecordingBus()
+    publisher = Publisher(bus)
+    results: list[bool] = []
+    threads_count, per_thread = 8, 200
+
+    def poster(t: int) -> None:
+        for n in range(per_thread):
+            # like a step: its executing event without waiting, then its end, waiting
+            ok = publisher.post(f"t{t}", [Event("e", {"n": n})], wait=n % 2 == 1)
+            results.append(ok)
+
+    threads = [threading.Thread(target=poster, args=(t,)) for t in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 5
+    while len(bus.sent()) < threads_count * per_thread and time.monotonic() < deadline:
+        time.sleep(0.01)  # the last posts made without waiting
+    publisher.stop()
+
+    sent = bus.sent()
+    assert len(sent) == threads_count * per_thread  # none lost, none twice
+    for t in range(threads_count):
+        assert [n for wid, n in sent if wid == f"t{t}"] == list(range(per_thread))
+    assert all(results)
+    assert len(bus.batches) < len(sent)  # they were batched
+
+
+def test_a_waiting_post_learns_that_the_bus_failed() -> None:
+    publisher = Publisher(RecordingBus(fail=True))
+    assert publisher.post("w", [Event("e", {"n": 1})], wait=True) is False
+    assert publisher.post("w", [Event("e", {"n": 2})], wait=False) is True  # fire and forget
+    publisher.stop()
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_stop_sends_what_is_queued(wait: bool) -> None:
+    bus = RecordingBus()
+    publisher = Publisher(bus)
+    for n in range(50):
+        publisher.post("w", [Event("e", {"n": n})], wait=wait)
+    publisher.stop()
+    assert [n for _, n in bus.sent()] == list(range(50))
