@@ -77,3 +77,27 @@ def test_stop_sends_what_is_queued(wait: bool) -> None:
         publisher.post("w", [Event("e", {"n": n})], wait=wait)
     publisher.stop()
     assert [n for _, n in bus.sent()] == list(range(50))
+
+
+def test_posts_made_without_waiting_go_out_soon_by_themselves() -> None:
+    bus = RecordingBus()
+    publisher = Publisher(bus)
+
+    def poster(t: int) -> None:
+        for n in range(100):
+            publisher.post(f"t{t}", [Event("e", {"n": n})], wait=False)
+            if n % 10 == 9:
+                time.sleep(0.005)  # lulls: the publishing thread goes back to sleep
+
+    threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 5
+    while len(bus.sent()) < 400 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert len(bus.sent()) == 400  # sent by the publishing thread, not by stop()
+    finally:
+        publisher.stop()
