@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--celery-pool", choices=["prefork", "threads"], help="Celery pool (default prefork)"
     )
     p.add_argument("--diamonds", type=int, help="diamonds per contender in scenario 2")
-    p.add_argument("--rounds", type=int, help="rounds of scenario 2 (median reported)")
+    p.add_argument("--rounds", type=int, help="rounds of scenario 2 (default 3; median reported)")
     p.add_argument("--contenders", help=f"scenario 2 only these: {', '.join(diamonds.CONTENDERS)}")
     p.add_argument(
         "--scale-sizes", help="scenario 4 sizes, comma-separated (default 100,1000,10000,50000)"

@@ -30,7 +30,7 @@ class Settings:
     overhead_rounds: int = 3
     # 2. diamonds at once, per contender
     diamonds: int = 300
-    diamond_rounds: int = 1
+    diamond_rounds: int = 3
     # 3. fan-in latency: diamonds submitted one every `paced_interval_s`
     fanin_diamonds: int = 200
     paced_interval_s: float = 0.1
