@@ -99,19 +99,38 @@ def _short(frame: str) -> str:
     return re.sub(r"\(([^()]*/)?([^/():]+):\d+\)$", r"(\2)", frame.strip())
 
 
-def count_sql(engine: Any, out_path: str) -> None:
-    """Count this process's SQL statements (by first words) and commits; dump at exit."""
+def count_sql(store: Any, out_path: str) -> None:
+    """Count this process's SQL statements (by first words) and commits; dump at exit.
+
+    Statements on PostgreSQL's hot path (`store.driver`) commit by themselves: they are
+    counted as ``hot path: <first words>`` and each as a commit.
+    """
     import sqlalchemy as sa
 
     counts: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
+    engine = store.engine
+
+    def kind_of(statement: str) -> str:
+        words = statement.split()
+        return " ".join(words[:3]) if words else "?"
 
     @sa.event.listens_for(engine, "before_cursor_execute")
     def _statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        words = statement.split()
-        kind = " ".join(words[:3]) if words else "?"
         with lock:
-            counts[kind] += 1
+            counts[kind_of(statement)] += 1
+
+    driver = getattr(store, "driver", None)
+    if driver is not None:
+        run = driver._run
+
+        def counted(sql: str, params: Any, *, fetch: bool) -> Any:
+            with lock:
+                counts["hot path: " + kind_of(sql)] += 1
+                counts["COMMIT"] += 1
+            return run(sql, params, fetch=fetch)
+
+        driver._run = counted
 
     @sa.event.listens_for(engine, "commit")
     def _commit(conn: Any) -> None:

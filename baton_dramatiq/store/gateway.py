@@ -110,7 +110,6 @@ class Gateway:
         self._local_lock = threading.RLock() if self.dialect == "sqlite" else None
         n = self.nodes
         self._change_cols = [n.c[name] for name in _CHANGE_COLUMNS]
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._change_cols_names = _CHANGE_COLUMNS
         #: PostgreSQL: the driver-level hot path for claims and completions
         self.driver = Driver(self.engine) if self.dialect == "postgresql" else None
@@ -130,29 +129,11 @@ class Gateway:
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"{type(exc.orig).__name__}: {exc.orig}".strip()) from exc
 
-    @contextlib.contextmanager
-    def connect_autocommit(self) -> Iterator[sa.Connection]:
-        """A connection where each statement commits by itself (PostgreSQL).
-
-        For a transaction of one statement this saves the BEGIN and COMMIT round trips.
-        """
-        try:
-            with self._autocommit.connect() as conn:
-                yield conn
-        except sa.exc.DBAPIError as exc:
-            raise StoreError(f"{type(exc.orig).__name__}: {exc.orig}".strip()) from exc
-
-    def run(self, fn: Callable[[sa.Connection], T], *, autocommit: bool = False) -> T:
-        """Run `fn` in one transaction, again after a deadlock or serialization failure.
-
-        Parameters:
-          autocommit(bool): each statement of `fn` is whole by itself, so on PostgreSQL
-            it may commit by itself (no BEGIN/COMMIT round trips).
-        """
-        autocommit = autocommit and self.dialect == "postgresql"
+    def run(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run `fn` in one transaction, again after a deadlock or serialization failure."""
         for attempt in range(_RETRIES):
             try:
-                with self.connect_autocommit() if autocommit else self.connect() as conn:
+                with self.connect() as conn:
                     return fn(conn)
             except StoreError as exc:
                 cause = exc.__cause__

@@ -173,7 +173,7 @@ def main() -> None:
     if os.environ.get("BENCH_COUNT_SQL"):  # the profile scenario's counters
         from ..profiling import count_redis, count_sql
 
-        count_sql(app.store.engine, os.environ["BENCH_COUNT_SQL"])
+        count_sql(app.store, os.environ["BENCH_COUNT_SQL"])
         count_redis(os.environ["BENCH_COUNT_REDIS"])
     serve_dramatiq(app.broker, threads=cfg.threads, worker_timeout_ms=cfg.worker_timeout_ms)
     app.close()

@@ -13,9 +13,9 @@ The worker counts its SQL statements, commits and Redis round trips (all passes 
 warm-up; divided by the steps run).
 
 C. in the harness, one thread, no contention: wall and CPU time of the store calls a
-   step makes (claim, complete), against one raw psycopg UPDATE + COMMIT.
-   These call `Store` methods that are baton's internals: if they change, C says so and
-   the rest still runs.
+   step makes (claim, complete), of a whole step through WorkflowMiddleware's hooks
+   (claim, its event, completion, its event), and of one raw psycopg UPDATE + COMMIT.
+   These call baton's internals: if they change, C says so and the rest still runs.
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ def store_calls(services: Services, settings: Settings, count: int = 200) -> dic
                 "wall_ms": 1000 * (time.perf_counter() - wall) / count,
                 "cpu_ms": 1000 * (time.process_time() - cpu) / count,
             }
+        out["a whole step through WorkflowMiddleware's hooks (no enqueue)"] = hooks_per_step(
+            client, count
+        )
         url = client.env.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         with psycopg.connect(url) as conn:
             wall, cpu = time.perf_counter(), time.process_time()
@@ -143,6 +146,53 @@ def store_calls(services: Services, settings: Settings, count: int = 200) -> dic
                 "cpu_ms": 1000 * (time.process_time() - cpu) / count,
             }
     return out
+
+
+def hooks_per_step(client: Any, count: int) -> dict[str, float]:
+    """Mean wall and CPU ms of one step's hooks, called in this thread: the claim and its
+    ``executing`` event, then the completion and its ``completed`` event, of the middle
+    steps of a 1 -> count -> 1 workflow (none of them makes a dependent ready)."""
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from baton_dramatiq.context import running_step
+
+    broker = client.app.broker
+    middleware = next(m for m in broker.middleware if isinstance(m, baton.WorkflowMiddleware))
+    noop = client.actors.noop
+    wf = baton.Workflow("hooks").add("src", noop.message())
+    for i in range(count):
+        wf.add(f"m{i}", noop.message(), deps=["src"])
+    wf.add("sink", noop.message(), deps=[f"m{i}" for i in range(count)])
+    messages = {name: row["message"] for name, row in _node_messages(wf).items()}
+    client.insert(wf)
+
+    def step(name: str) -> None:
+        message = MessageProxy(Message(**messages[name]))
+        middleware.before_process_message(broker, message)
+        running = running_step()
+        assert running is not None, f"step {name} was not claimed"
+        running.outcome = {"ok": True}
+        middleware.after_process_message(broker, message, result={"ok": True})
+
+    step("src")
+    broker.flush_all()  # the middle steps src made ready: called here instead
+    for i in range(10):
+        step(f"m{i}")
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(10, count):
+        step(f"m{i}")
+    n = count - 10
+    return {
+        "wall_ms": 1000 * (time.perf_counter() - wall) / n,
+        "cpu_ms": 1000 * (time.process_time() - cpu) / n,
+    }
+
+
+def _node_messages(wf: baton.Workflow) -> dict[str, Any]:
+    order = wf.validate()
+    _, nodes = wf._rows(order)
+    return {node["step_name"]: node for node in nodes}
 
 
 def _per_step(path: Any, steps: int) -> dict[str, float]:
