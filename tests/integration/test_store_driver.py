@@ -76,3 +76,39 @@ def test_the_hot_path_reports_why_a_step_cannot_be_claimed(pg_url: str) -> None:
         assert b.results == {"a": ("completed", None)} and b.deps == ("a",)
     finally:
         store.dispose()
+
+
+def test_the_hot_path_keeps_to_the_stores_schema(pg_template: str) -> None:
+    # Given a store whose tables live in their own schema of an unmigrated database
+    name = services.create_database(migrated=False)
+    store = baton.Store(services.db_url(name), schema="baton_space")
+    try:
+        baton.migrations.upgrade(store)
+
+        # When a workflow is inserted, claimed, completed and finished on the hot path
+        workflow_id = two_steps(store)
+        for step, dependents in (("a", ["b"]), ("b", [])):
+            claim = store.claim(workflow_id, step, worker_id="w1", stale_before=STALE)
+            assert isinstance(claim, Claim)
+            transition = store.complete(
+                workflow_id, step, claim.attempt, step, dependents=dependents
+            )
+
+        # Then it all happened in that schema, and the public one holds no table
+        assert transition.finished is not None
+        assert transition.finished["outcome"] == "completed"
+        store.mark_published(workflow_id)
+        assert store.get_results(workflow_id) == {"a": "a", "b": "b"}
+        with psycopg.connect(services.db_url(name).replace("+psycopg", "")) as conn:
+            tables = conn.execute(
+                "SELECT table_schema, count(*) FROM information_schema.tables"
+                " WHERE table_name LIKE 'workflow%%' GROUP BY 1"
+            ).fetchall()
+            published = conn.execute(
+                "SELECT published_at IS NOT NULL FROM baton_space.workflow_completions"
+            ).fetchall()
+        assert [schema for schema, _ in tables] == ["baton_space"]
+        assert published == [(True,)]
+    finally:
+        store.dispose()
+        services.drop_database(name)
