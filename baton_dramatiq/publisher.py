@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import deque
 
 from .bus import EventBus
@@ -32,16 +33,26 @@ class _Post:
 
 
 class Publisher:
-    """Batches one process's events for `bus` (its thread restarts after a fork)."""
+    """Batches one process's events for `bus` (a forked child gets a thread of its own)."""
 
     def __init__(self, bus: EventBus, *, max_batch: int = 256, wait_timeout: float = 30.0):
         self.bus = bus
         self.max_batch, self.wait_timeout = max_batch, wait_timeout
+        self._reset()
+        ref = weakref.ref(self)
+
+        def in_child() -> None:  # a forked child starts afresh: no thread, no held locks
+            publisher = ref()
+            if publisher is not None:
+                publisher._reset()
+
+        os.register_at_fork(after_in_child=in_child)
+
+    def _reset(self) -> None:
         self._queue: deque[_Post] = deque()
         self._send_lock = threading.Lock()  # held by whoever is sending
         self._wake = threading.Condition(threading.Lock())  # wakes the publishing thread
         self._thread: threading.Thread | None = None
-        self._pid = 0
         self._stopping = False
 
     def post(self, workflow_id: str, events: list[Event], *, wait: bool = True) -> bool:
@@ -51,7 +62,11 @@ class Publisher:
         """
         post = _Post(workflow_id, events, threading.Event() if wait else None)
         with self._wake:
-            self._ensure_thread()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="baton-publisher", daemon=True
+                )
+                self._thread.start()
             # Whoever finds the queue empty makes sure a drain follows; a drain runs until
             # it finds the queue empty, so a post behind another goes out with it.
             first = not self._queue
@@ -73,19 +88,10 @@ class Publisher:
         with self._wake:
             thread, self._stopping = self._thread, True
             self._wake.notify()
-        if thread is not None and self._pid == os.getpid():
+        if thread is not None:
             thread.join(timeout)
         with self._wake:
             self._thread, self._stopping = None, False
-
-    def _ensure_thread(self) -> None:
-        pid = os.getpid()
-        if self._thread is None or self._pid != pid:  # none yet, or the parent's
-            self._queue.clear()
-            self._send_lock = threading.Lock()  # the parent's may have been held
-            self._pid = pid
-            self._thread = threading.Thread(target=self._run, name="baton-publisher", daemon=True)
-            self._thread.start()
 
     def _run(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -101,3 +102,26 @@ def test_posts_made_without_waiting_go_out_soon_by_themselves() -> None:
         assert len(bus.sent()) == 400  # sent by the publishing thread, not by stop()
     finally:
         publisher.stop()
+
+
+def test_a_forked_child_publishes_with_a_thread_of_its_own() -> None:
+    bus = RecordingBus()
+    publisher = Publisher(bus)
+    publisher.post("w", [Event("e", {"n": 0})], wait=False)  # the parent's thread runs
+    publisher.post("w", [Event("e", {"n": 1})], wait=True)
+    pid = os.fork()
+    if pid == 0:  # the child: its own thread must send what it posts without waiting
+        code = 1
+        try:
+            ok = publisher.post("w", [Event("e", {"n": 2})], wait=True)
+            publisher.post("w", [Event("e", {"n": 3})], wait=False)
+            deadline = time.monotonic() + 5
+            while len(bus.sent()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            code = 0 if ok and [n for _, n in bus.sent()] == [0, 1, 2, 3] else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    publisher.stop()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [n for _, n in bus.sent()] == [0, 1]  # the parent sent only its own
