@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 import psycopg
@@ -33,19 +34,27 @@ class Driver:
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
+        self._reset()
+        ref = weakref.ref(self)
+
+        def in_child() -> None:  # connections never cross a fork: a child makes its own
+            driver = ref()
+            if driver is not None:
+                driver._reset()
+
+        os.register_at_fork(after_in_child=in_child)
+
+    def _reset(self) -> None:
         self._pool: Any = None
-        self._pid = 0
         self._lock = threading.Lock()
 
     def _current_pool(self) -> Any:
-        # A pool of this process's own: connections never cross a fork.
-        pid = os.getpid()
-        if self._pid != pid:
+        if self._pool is None:
             with self._lock:
-                if self._pid != pid:
+                if self._pool is None:
                     pool = self._engine.pool.recreate()
                     sa.event.listen(pool, "connect", _autocommit)
-                    self._pool, self._pid = pool, pid
+                    self._pool = pool
         return self._pool
 
     def one(self, sql: str, params: dict[str, Any]) -> Any:
@@ -79,9 +88,10 @@ class Driver:
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:
-        if self._pool is not None and self._pid == os.getpid():
-            self._pool.dispose()
-        self._pool, self._pid = None, 0
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.dispose()
 
 
 def _store_error(exc: psycopg.Error) -> StoreError:
