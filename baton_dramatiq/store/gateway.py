@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -20,12 +19,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import StoreError
 from .engine import create_engine
-from .hot import RETRY_SQLSTATES, Driver
+from .hot import RETRIES, RETRY_SQLSTATES, Driver, pause_before_retry, store_error
 from .tables import VERSION_TABLE, build_metadata
 
 T = TypeVar("T")
-
-_RETRIES = 8
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,7 +108,7 @@ class Gateway:
         n = self.nodes
         self._change_cols = [n.c[name] for name in _CHANGE_COLUMNS]
         self._change_cols_names = _CHANGE_COLUMNS
-        #: PostgreSQL: the driver-level hot path for claims and completions
+        #: PostgreSQL: the hot path on the driver (claims, completions, inserts, finishes)
         self.driver = Driver(self.engine) if self.dialect == "postgresql" else None
 
     def __repr__(self) -> str:
@@ -127,11 +124,11 @@ class Gateway:
             with lock, self.engine.begin() as conn:
                 yield conn
         except sa.exc.DBAPIError as exc:
-            raise StoreError(f"{type(exc.orig).__name__}: {exc.orig}".strip()) from exc
+            raise store_error(exc.orig or exc) from exc
 
     def run(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run `fn` in one transaction, again after a deadlock or serialization failure."""
-        for attempt in range(_RETRIES):
+        for attempt in range(RETRIES):
             try:
                 with self.connect() as conn:
                     return fn(conn)
@@ -141,9 +138,9 @@ class Gateway:
                 retry = getattr(orig, "sqlstate", None) in RETRY_SQLSTATES or (
                     "database is locked" in str(orig)
                 )
-                if not retry or attempt == _RETRIES - 1:
+                if not retry or attempt == RETRIES - 1:
                     raise
-                time.sleep(0.002 * (2**attempt))
+                pause_before_retry(attempt)
         raise AssertionError("unreachable")
 
     def insert_ignoring_duplicates(self, table: sa.Table) -> Any:

@@ -26,7 +26,18 @@ from ..errors import StoreError
 
 #: SQLSTATEs worth running a statement again for: deadlock, serialization failure
 RETRY_SQLSTATES = frozenset({"40P01", "40001"})
-_RETRIES = 8
+#: how many times a statement or transaction is tried before its error is raised
+RETRIES = 8
+
+
+def pause_before_retry(attempt: int) -> None:
+    """Back off after failed attempt number `attempt` (0-based): 2 ms, doubling."""
+    time.sleep(0.002 * (2**attempt))
+
+
+def store_error(driver_error: BaseException) -> StoreError:
+    """A StoreError naming the driver's error class and message."""
+    return StoreError(f"{type(driver_error).__name__}: {driver_error}".strip())
 
 
 class Driver:
@@ -67,11 +78,11 @@ class Driver:
         return rowcount
 
     def _run(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
-        for attempt in range(_RETRIES):
+        for attempt in range(RETRIES):
             try:
                 fairy = self._current_pool().connect()
             except psycopg.Error as exc:
-                raise _store_error(exc) from exc
+                raise store_error(exc) from exc
             conn: psycopg.Connection[Any] = fairy.driver_connection
             try:
                 with conn.cursor(row_factory=namedtuple_row) as cur:
@@ -80,11 +91,11 @@ class Driver:
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError) or conn.closed:
                     fairy.invalidate(exc)
-                if exc.sqlstate not in RETRY_SQLSTATES or attempt == _RETRIES - 1:
-                    raise _store_error(exc) from exc
+                if exc.sqlstate not in RETRY_SQLSTATES or attempt == RETRIES - 1:
+                    raise store_error(exc) from exc
             finally:
                 fairy.close()
-            time.sleep(0.002 * (2**attempt))
+            pause_before_retry(attempt)
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:
@@ -92,10 +103,6 @@ class Driver:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.dispose()
-
-
-def _store_error(exc: psycopg.Error) -> StoreError:
-    return StoreError(f"{type(exc).__name__}: {exc}".strip())
 
 
 def _autocommit(dbapi_conn: psycopg.Connection[Any], _record: Any) -> None:
@@ -118,7 +125,8 @@ NODE_JSON_KEYS = tuple(NODE_COLUMNS)
 
 
 class HotStatements:
-    """The claim, the completion and the finish as psycopg SQL, for one store's tables."""
+    """The hot path's statements as psycopg SQL, for one store's tables: the claim, the
+    completion, the insert of a workflow, its finish and its publication mark."""
 
     def __init__(
         self, nodes: str, workflows: str, completions: str, change_cols: tuple[str, ...]
