@@ -47,6 +47,10 @@ class App:
 
         self.noop, self.hop_from, self.hops, self.redis = noop, hop_from, hops, client
 
+    def close(self) -> None:
+        self.broker.close()
+        self.redis.close()
+
 
 class Client:
     name = NAME
@@ -88,16 +92,14 @@ def running(services: Services, settings: Settings) -> Iterator[Client]:
             with Workers(MODULE, cfg.to_env(), count=settings.processes, label="bare") as workers:
                 yield Client(app, workers)
         finally:
-            app.broker.close()
-            app.redis.close()
+            app.close()
 
 
 def main() -> None:
     cfg = AppConfig.from_env()
     app = App(cfg)
     serve_dramatiq(app.broker, threads=cfg.threads, worker_timeout_ms=cfg.worker_timeout_ms)
-    app.broker.close()
-    app.redis.close()
+    app.close()
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ def two_steps(store: baton.Store) -> str:
     """A workflow a -> b written straight to the store (nothing enqueued)."""
     message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
     wf = baton.Workflow(name="pair").add("a", message).add("b", message, deps=["a"])
-    workflow_row, node_rows = wf._rows(["a", "b"])
-    store.insert_workflow(workflow_row, node_rows)
+    store.insert_workflow(*wf._rows(wf.validate()))
     return wf.id
 
 
