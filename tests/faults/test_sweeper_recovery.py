@@ -93,8 +93,8 @@ def test_a_crash_before_workflow_finished_went_out_is_published_by_the_sweeper(
         # When a worker with a Sweeper comes up, the missing event goes out, once
         cluster.start_worker(wait=True, **SWEEPER)
         assert_finished_once(cluster, log, run)
-        completion = cluster.store.get_workflow(run.id)
-        assert completion.published_at is not None
+        # the Sweeper marks it published right after it went out (publish, then mark)
+        wait_for(lambda: cluster.store.get_workflow(run.id).published_at is not None)
     finally:
         log.close()
         cluster.close()
