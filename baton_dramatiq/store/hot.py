@@ -150,13 +150,16 @@ class HotStatements:
              RETURNING {returned}, deps, dependents, allow_failed_deps
             )
             SELECT claimed.*,
-                   (SELECT jsonb_object_agg(dep.step_name,
-                                            jsonb_build_array(dep.state, dep.result))
-                      FROM {nodes} AS dep
-                     WHERE dep.workflow_id = %(wid)s
-                       -- an array computed once: each name is one primary-key lookup
-                       AND dep.step_name = ANY(ARRAY(
-                               SELECT jsonb_array_elements_text(claimed.deps)))
+                   (SELECT jsonb_object_agg(
+                               dep.name,
+                               -- one primary-key lookup per dependency, whatever the
+                               -- planner believes of the table: a step's workflow may
+                               -- hold 50,000 rows, and a filter over them would run for
+                               -- every claim
+                               (SELECT jsonb_build_array(n.state, n.result)
+                                  FROM {nodes} AS n
+                                 WHERE n.workflow_id = %(wid)s AND n.step_name = dep.name))
+                      FROM jsonb_array_elements_text(claimed.deps) AS dep(name)
                    ) AS dep_results
               FROM claimed
         """
@@ -171,7 +174,10 @@ class HotStatements:
                        result = CAST(%(result)s AS jsonb), version = version + 1,
                        finished_at = %(now)s, error = NULL, claimed_by = NULL
                  WHERE workflow_id = %(wid)s AND step_name = %(step)s
-                   AND state = '{S.EXECUTING}' AND attempt = %(attempt)s
+                   -- `IS TRUE` keeps the state index out of the plan, here and below:
+                   -- each row is one primary-key lookup, never a walk over every
+                   -- executing (or pending) step's entry in the state index
+                   AND (state = '{S.EXECUTING}') IS TRUE AND attempt = %(attempt)s
              RETURNING {returned}
             ), ready AS (
                 UPDATE {nodes} AS d
@@ -180,9 +186,11 @@ class HotStatements:
                                     ELSE d.state END,
                        due_at = CASE WHEN d.pending_deps = 1 THEN %(now)s ELSE d.due_at END
                  WHERE d.workflow_id = %(wid)s AND d.step_name = ANY(%(dependents)s)
-                   -- `IS TRUE` keeps the state index out of the plan: each dependent is
-                   -- one primary-key lookup (the cached generic plan otherwise scanned
-                   -- every pending step of the workflow)
+                   -- bounds on the key's second column: without statistics the planner
+                   -- leaves `= ANY` as a filter over all the workflow's steps, but
+                   -- bounds always narrow the index scan (to one key for one dependent)
+                   AND d.step_name BETWEEN (SELECT min(name) FROM unnest(%(dependents)s) AS name)
+                                       AND (SELECT max(name) FROM unnest(%(dependents)s) AS name)
                    AND (d.state = '{S.PENDING}') IS TRUE AND EXISTS (SELECT FROM done)
              RETURNING d.state, d.message
             ), counted AS (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import psycopg
 import pytest
@@ -111,3 +112,66 @@ def test_the_hot_path_keeps_to_the_stores_schema(pg_template: str) -> None:
     finally:
         store.dispose()
         services.drop_database(name)
+
+
+def rows_filtered_out(plan: dict[str, Any], table: str) -> int:
+    """The most rows any node of an EXPLAIN ANALYZE plan read from `table` and discarded."""
+    worst = plan.get("Rows Removed by Filter", 0) if plan.get("Relation Name") == table else 0
+    for child in plan.get("Plans", []):
+        worst = max(worst, rows_filtered_out(child, table))
+    return worst
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_a_steps_claim_and_completion_read_their_rows_by_key_in_a_wide_workflow(
+    pg_url: str, plan_cache_mode: str
+) -> None:
+    # Given a fresh database, with no statistics yet, holding a 1 -> 300 -> 1 workflow
+    # whose first step is done
+    store = baton.Store(pg_url)
+    try:
+        message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
+        middles = [f"m{i:03}" for i in range(300)]
+        wf = baton.Workflow(name="wide").add("src", message)
+        for name in middles:
+            wf.add(name, message, deps=["src"])
+        wf.add("sink", message, deps=middles)
+        store.insert_workflow(*wf._rows(wf.validate()))
+        claim = store.claim(wf.id, "src", worker_id="w1", stale_before=STALE)
+        assert isinstance(claim, Claim)
+        store.complete(wf.id, "src", claim.attempt, None, dependents=middles)
+
+        # When a middle step's claim and completion run, prepared as the driver runs them
+        now = dt.datetime.now(dt.UTC)
+        statements = [
+            (
+                store._hot.claim,
+                {"wid": wf.id, "step": "m150", "worker": "w1", "now": now, "stale": STALE},
+            ),
+            (
+                store._hot.complete,
+                {
+                    "wid": wf.id,
+                    "step": "m150",
+                    "attempt": 1,
+                    "result": "1",
+                    "now": now,
+                    "dependents": ["sink"],
+                },
+            ),
+        ]
+        url = pg_url.replace("+psycopg", "")
+        with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
+            conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+            removed = []
+            for sql, params in statements:
+                explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+                plan = explained.fetchone()[0][0]["Plan"]
+                removed.append(rows_filtered_out(plan, "workflow_nodes"))
+
+        # Then each read the rows it needed by their key, not the workflow's 302 rows
+        assert removed == [0, 0]
+        steps = {s.step_name: s.state for s in baton.query.get_workflow_steps(wf.id, store=store)}
+        assert steps["m150"] == "completed" and steps["sink"] == "pending"
+    finally:
+        store.dispose()
