@@ -12,7 +12,7 @@ import os
 import time
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import dramatiq
 
@@ -132,30 +132,47 @@ class Client:
     def insert(self, wf: baton.Workflow) -> baton.WorkflowRun:
         return wf.insert(broker=self.app.broker, store=self.store)
 
-    def run_to_finish(self, wf: baton.Workflow, timeout: float) -> tuple[float, baton.WorkflowView]:
-        """Insert `wf` and wait for its finish; (when the insert began, the finished view).
+    def run_to_finish(self, wf: baton.Workflow, timeout: float) -> Finish:
+        """Insert `wf` and wait for its finish.
 
         Waits on the workflow's own topic for ``workflow_finished`` (subscribed before
         the insert), so the harness spends no CPU polling while the workers run; the
-        store is read once a second as well, in case the event is lost.
+        store is read once a second as well, in case the event is lost. On timeout the
+        workflow is cancelled and TimeoutError raised.
         """
         subscription = self.app.events.subscribe([workflow_topic(wf.id)])
         try:
-            start = time.time()
+            started_at = time.time()
             run = self.insert(wf)
+            inserted_at = time.time()
             deadline = time.monotonic() + timeout
             while True:
                 event = subscription.get(timeout=1.0)
                 if event is None or event.event == WORKFLOW_FINISHED:
                     view = baton.query.get_workflow(run.id, store=self.store)
                     if view.outcome is not None:
-                        return start, view
+                        return Finish(started_at, inserted_at, view)
                 if time.monotonic() > deadline:
                     run.cancel()
                     raise TimeoutError(f"workflow {run.name} still running after {timeout:.0f} s")
                 self.workers.check_alive()
         finally:
             subscription.close()
+
+
+class Finish(NamedTuple):
+    """A workflow run by `Client.run_to_finish`: when its insert began and returned (epoch
+    seconds), and its view once finished (`finished_at` stamped by the store)."""
+
+    started_at: float
+    inserted_at: float
+    view: baton.WorkflowView
+
+    @property
+    def seconds(self) -> float:
+        """From the insert's start to the finish."""
+        assert self.view.finished_at is not None
+        return self.view.finished_at.timestamp() - self.started_at
 
 
 @contextlib.contextmanager

@@ -25,11 +25,10 @@ NAME = "overhead"
 
 def run_baton(client: baton_app.Client, width: int, timeout: float) -> float:
     """Seconds from insert to the finish of one 1 -> width -> 1 workflow."""
-    wf = baton_app.wide(client.actors, width + 2)
-    start, view = client.run_to_finish(wf, timeout)
-    if view.outcome != "completed" or view.finished_at is None:
-        raise RuntimeError(f"overhead workflow ended {view.outcome}")
-    return view.finished_at.timestamp() - start
+    finish = client.run_to_finish(baton_app.wide(client.actors, width + 2), timeout)
+    if finish.view.outcome != "completed":
+        raise RuntimeError(f"overhead workflow ended {finish.view.outcome}")
+    return finish.seconds
 
 
 def run(services: Services, settings: Settings) -> dict[str, Any]:
