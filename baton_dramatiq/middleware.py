@@ -236,22 +236,29 @@ class WorkflowMiddleware(Middleware):
             self.store.discard(
                 workflow_id, step_name, error, attempt=message.options.get(ATTEMPT_OPTION)
             ),
+            lazy_events=True,
         )
 
     # -- applying a transition --------------------------------------------------------
 
-    def apply(self, broker: dramatiq.Broker, transition: Transition) -> None:
+    def apply(
+        self, broker: dramatiq.Broker, transition: Transition, *, lazy_events: bool = False
+    ) -> None:
         """Publish a transition's events, then enqueue what it made ready, then finish.
 
         A step's events go out before its dependents are enqueued, so on one topic a
-        dependent's events always follow its dependencies'.
+        dependent's events always follow its dependencies'. With `lazy_events` (a worker
+        recording how a step ended), a transition with nothing to enqueue or finish does
+        not wait for its events: they go out with the process's next batch, still ahead
+        of anything the process posts later.
         """
         if not transition:
             return
         faults.point("after_commit")
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
-            self._publish(workflow_id, [step_event(c) for c in transition.changes])
+            lazy = lazy_events and not transition.ready and transition.finished is None
+            self._publish(workflow_id, [step_event(c) for c in transition.changes], wait=not lazy)
         for message in transition.ready:
             try:
                 enqueue_step(broker, message)
@@ -301,14 +308,14 @@ class WorkflowMiddleware(Middleware):
             encoded=encoded,
             dependents=running.dependents,
         )
-        self.apply(broker, transition)
+        self.apply(broker, transition, lazy_events=True)
 
     def _discard(self, broker: dramatiq.Broker, ctx: StepContext, error: BaseException) -> None:
         """Discard the running step now, spending no retry."""
         transition = self.store.discard(
             ctx.workflow_id, ctx.step_name, describe(error), attempt=ctx.attempt
         )
-        self.apply(broker, transition)
+        self.apply(broker, transition, lazy_events=True)
 
     def _snooze(
         self, broker: dramatiq.Broker, message: Any, ctx: StepContext, seconds: float
