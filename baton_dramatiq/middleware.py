@@ -257,8 +257,12 @@ class WorkflowMiddleware(Middleware):
         faults.point("after_commit")
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
-            lazy = lazy_events and not transition.ready and transition.finished is None
-            self._publish(workflow_id, [step_event(c) for c in transition.changes], wait=not lazy)
+            events = [step_event(c) for c in transition.changes]
+            if lazy_events and not transition.ready and transition.finished is None:
+                # sent now if nobody is sending, else by whoever is: no waiting either way
+                self._publisher.post(workflow_id, events, wait=False, eager=True)
+            else:
+                self._publish(workflow_id, events)
         for message in transition.ready:
             try:
                 enqueue_step(broker, message)

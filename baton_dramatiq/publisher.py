@@ -55,10 +55,13 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def post(self, workflow_id: str, events: list[Event], *, wait: bool = True) -> bool:
+    def post(
+        self, workflow_id: str, events: list[Event], *, wait: bool = True, eager: bool = False
+    ) -> bool:
         """Publish `events`; with `wait`, return once they are out (False: the bus failed).
 
-        Without `wait`, they go out soon, before anything posted after them.
+        Without `wait`, they go out soon, before anything posted after them: sent by this
+        thread when nobody else is sending and `eager`, else with whoever sends next.
         """
         post = _Post(workflow_id, events, threading.Event() if wait else None)
         with self._wake:
@@ -71,7 +74,7 @@ class Publisher:
             # it finds the queue empty, so a post behind another goes out with it.
             first = not self._queue
             self._queue.append(post)
-        if post.done is not None and self._send_lock.acquire(blocking=False):
+        if (eager or post.done is not None) and self._send_lock.acquire(blocking=False):
             try:
                 self._drain()  # nobody was sending: send it all now, ours included
             finally:

@@ -68,16 +68,23 @@ def wait_for(condition: object, timeout: float = 5.0) -> bool:
     return bool(condition())  # type: ignore[operator]
 
 
-def test_a_completion_that_makes_nothing_ready_does_not_wait_for_its_event(setup) -> None:
+def test_a_completion_that_makes_nothing_ready_does_not_wait_for_a_busy_bus(setup) -> None:
     broker, middleware, bus = setup
-    # Given a bus that sends nothing yet
+    # Given another thread of the worker in the middle of sending an event
+    step_x = completed("x")
+    sending = threading.Thread(target=middleware.apply, args=(broker, Transition(changes=[step_x])))
+    sending.start()
+    assert wait_for(lambda: middleware._publisher._send_lock.locked())
+
     # When a worker records a completion that makes no step ready and finishes nothing
+    started = time.monotonic()
     middleware.apply(broker, Transition(changes=[completed("a")]), lazy_events=True)
 
-    # Then it returned with its event still queued, and the event goes out once it can
-    assert bus.sent == []
+    # Then it returned at once, its event still queued; it goes out after the other one
+    assert time.monotonic() - started < 1.0 and bus.sent == []
     bus.gate.set()
-    assert wait_for(lambda: bus.sent == [("a", 0)])
+    sending.join(5)
+    assert wait_for(lambda: bus.sent == [("x", 0), ("a", 0)])
 
 
 def test_a_completion_that_makes_a_step_ready_enqueues_it_after_its_event_is_out(setup) -> None:

@@ -104,6 +104,16 @@ def test_posts_made_without_waiting_go_out_soon_by_themselves() -> None:
         publisher.stop()
 
 
+def test_an_eager_post_is_sent_by_its_own_thread_when_nobody_is_sending() -> None:
+    bus = RecordingBus()
+    publisher = Publisher(bus)
+    try:
+        assert publisher.post("w", [Event("e", {"n": 1})], wait=False, eager=True)
+        assert bus.sent() == [("w", 1)]  # out before the post returned
+    finally:
+        publisher.stop()
+
+
 def test_a_forked_child_publishes_with_a_thread_of_its_own() -> None:
     bus = RecordingBus()
     publisher = Publisher(bus)
