@@ -29,17 +29,28 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def overhead(r: dict[str, Any]) -> str:
+    def cpu(side: dict[str, Any]) -> list[str]:
+        split = side.get("cpu_ms_per_msg", {})
+        return [num(split[k], 2) if k in split else "–" for k in ("workers", "postgres", "harness")]
+
     rows = [
-        ["bare Dramatiq", f"{r['messages']} messages", num(r["bare"]["msgs_per_s"]), "1.00"],
+        ["bare Dramatiq", f"{r['messages']} messages", num(r["bare"]["msgs_per_s"]), "1.00"]
+        + cpu(r["bare"]),
         [
             "baton_dramatiq",
             f"1 → {r['width']} → 1 workflow",
             num(r["baton"]["msgs_per_s"]),
             num(r["ratio"], 2),
-        ],
+        ]
+        + cpu(r["baton"]),
     ]
-    head = f"**1. Overhead** (median of {r['rounds']} alternating round(s))\n\n"
-    return head + table(["contender", "work", "msgs (steps)/s", "ratio"], rows)
+    head = (
+        f"**1. Overhead** (median of {r['rounds']} alternating round(s); CPU: ms per message"
+        " or step, from /proc)\n\n"
+    )
+    columns = ["contender", "work", "msgs (steps)/s", "ratio"]
+    columns += ["CPU: workers", "CPU: PostgreSQL", "CPU: harness"]
+    return head + table(columns, rows)
 
 
 def diamonds(r: dict[str, Any]) -> str:

@@ -8,15 +8,22 @@ messages of a no-op actor, sent one by one, done when the queue holds nothing qu
 in flight. baton_dramatiq: one workflow inserted (one transaction, the first step
 enqueued), done at the workflow's finish as stamped in the store; the harness waits on
 the workflow's event topic, so it polls nothing meanwhile. Reported: messages (steps)
-per second of each, and their ratio.
+per second of each, their ratio, and what a message (step) cost in CPU: the contender's
+workers, the PostgreSQL server (every one of its processes; bare Dramatiq uses none of
+them) and the harness (which sends bare Dramatiq's messages and inserts the workflow).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from ..config import Settings
 from ..contenders import bare_app, baton_app
+from ..profiling import process_cpu
 from ..services import Services
 from ..stats import median
 
@@ -35,6 +42,7 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
     width, messages = settings.overhead_width, settings.overhead_width + 2
     bare_s: list[float] = []
     baton_s: list[float] = []
+    cpu: dict[str, list[CpuSplit]] = {"bare": [], "baton": []}
     with (
         bare_app.running(services, settings) as bare,
         baton_app.running(services, settings) as baton,
@@ -42,15 +50,73 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
         bare.run_messages(20, settings.timeout_s)  # warm-up
         run_baton(baton, 20, settings.timeout_s)
         for _ in range(settings.overhead_rounds):
-            bare_s.append(bare.run_messages(messages, settings.timeout_s))
-            baton_s.append(run_baton(baton, width, settings.timeout_s))
+            with measure_cpu(bare.workers.pids, cpu["bare"]):
+                bare_s.append(bare.run_messages(messages, settings.timeout_s))
+            with measure_cpu(baton.workers.pids, cpu["baton"]):
+                baton_s.append(run_baton(baton, width, settings.timeout_s))
     bare_rate = messages / median(bare_s)
     baton_rate = messages / median(baton_s)
     return {
         "width": width,
         "messages": messages,
         "rounds": settings.overhead_rounds,
-        "bare": {"seconds": bare_s, "msgs_per_s": bare_rate},
-        "baton": {"seconds": baton_s, "msgs_per_s": baton_rate},
+        "bare": {
+            "seconds": bare_s,
+            "msgs_per_s": bare_rate,
+            "cpu_ms_per_msg": per_msg(cpu["bare"], messages),
+        },
+        "baton": {
+            "seconds": baton_s,
+            "msgs_per_s": baton_rate,
+            "cpu_ms_per_msg": per_msg(cpu["baton"], messages),
+        },
         "ratio": baton_rate / bare_rate,
     }
+
+
+class CpuSplit(NamedTuple):
+    """CPU seconds spent during one round by the workers, PostgreSQL and the harness."""
+
+    workers: float
+    postgres: float
+    harness: float
+
+
+@contextlib.contextmanager
+def measure_cpu(worker_pids: list[int], into: list[CpuSplit]) -> Iterator[None]:
+    """Append the CPU (user + system, from /proc) that the block cost each party."""
+    before = (_cpu(worker_pids), _cpu(_postgres_pids()), time.process_time())
+    yield
+    after = (_cpu(worker_pids), _cpu(_postgres_pids()), time.process_time())
+    into.append(CpuSplit(*(b - a for a, b in zip(before, after, strict=True))))
+
+
+def per_msg(rounds: list[CpuSplit], messages: int) -> dict[str, float]:
+    """Median CPU ms per message (step) of each party over the rounds."""
+    return {
+        party: 1000 * median([getattr(r, party) for r in rounds]) / messages
+        for party in CpuSplit._fields
+    }
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += sum(process_cpu(pid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a PostgreSQL backend that ended meanwhile
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    """Every process of the local PostgreSQL server (its backends included)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
