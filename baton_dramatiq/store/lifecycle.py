@@ -29,35 +29,27 @@ class Lifecycle(Gateway):
           DuplicateWorkflowError: a workflow with this id exists; nothing was written.
         """
 
-        if self.driver is not None:
-            try:
-                self.driver.execute(self._hot.insert(workflow), _insert_params(workflow, nodes))
-            except StoreError as exc:
-                if exc.__cause__ is not None and _is_unique_violation(exc.__cause__):
-                    raise DuplicateWorkflowError(
-                        f"A workflow with id {workflow['id']!r} exists already"
-                    ) from exc
-                raise
-            return
+        def duplicate() -> DuplicateWorkflowError:
+            return DuplicateWorkflowError(f"A workflow with id {workflow['id']!r} exists already")
 
         def tx(conn: sa.Connection) -> None:
             exists = conn.execute(
                 sa.select(self.workflows.c.id).where(self.workflows.c.id == workflow["id"])
             ).first()
             if exists:
-                raise DuplicateWorkflowError(
-                    f"A workflow with id {workflow['id']!r} exists already"
-                )
+                raise duplicate()
             conn.execute(sa.insert(self.workflows), [workflow])
             conn.execute(sa.insert(self.nodes), nodes)
 
         try:
-            self.run(tx)
+            if self.driver is not None:
+                self.driver.execute(self._hot.insert(workflow), _insert_params(workflow, nodes))
+            else:
+                self.run(tx)
         except StoreError as exc:
+            # an insert racing ours with the same id, past the check (or with none)
             if exc.__cause__ is not None and _is_unique_violation(exc.__cause__):
-                raise DuplicateWorkflowError(
-                    f"A workflow with id {workflow['id']!r} exists already"
-                ) from exc
+                raise duplicate() from exc
             raise
 
     def cancel_workflow(self, workflow_id: str) -> Transition:
