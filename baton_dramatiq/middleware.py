@@ -260,7 +260,7 @@ class WorkflowMiddleware(Middleware):
             events = [step_event(c) for c in transition.changes]
             if lazy_events and not transition.ready and transition.finished is None:
                 # sent now if nobody is sending, else by whoever is: no waiting either way
-                self._publisher.post(workflow_id, events, wait=False, eager=True)
+                self._publish(workflow_id, events, wait=False, eager=True)
             else:
                 self._publish(workflow_id, events)
         for message in transition.ready:
@@ -277,10 +277,13 @@ class WorkflowMiddleware(Middleware):
             if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
                 self.store.mark_published(finished["workflow_id"])
 
-    def _publish(self, workflow_id: str, events: list[Event], *, wait: bool = True) -> bool:
+    def _publish(
+        self, workflow_id: str, events: list[Event], *, wait: bool = True, eager: bool = False
+    ) -> bool:
         """Publish; with `wait`, return once they are out (False: the bus failed, which
-        is logged: a bus that is down must not stop the workflow)."""
-        return self._publisher.post(workflow_id, events, wait=wait)
+        is logged: a bus that is down must not stop the workflow). `eager`: see
+        `Publisher.post`."""
+        return self._publisher.post(workflow_id, events, wait=wait, eager=eager)
 
     def _complete(self, broker: dramatiq.Broker, running: RunningStep, result: Any) -> None:
         ctx = running.context
