@@ -2,11 +2,15 @@
 
 A workflow's insert, a step's claim and completion, a workflow's finish and its
 publication mark: each is one statement that commits by itself, on psycopg connections
-kept in autocommit (a pool of their own, made like the engine's). psycopg prepares
-them after a few runs and hands rows back as named tuples, so a step pays for two round
-trips and little else: building, compiling and caching these statements through
-SQLAlchemy cost the worker as much CPU as PostgreSQL spent running them. Everything
-else goes through SQLAlchemy.
+kept in autocommit (made like the engine's). psycopg prepares them after a few runs and
+hands rows back as named tuples, so a step pays for two round trips and little else:
+building, compiling and caching these statements through SQLAlchemy cost the worker as
+much CPU as PostgreSQL spent running them. Everything else goes through SQLAlchemy.
+
+Each thread that runs them keeps a connection of its own (up to the engine's pool
+size; threads past that borrow from a pool): with eight worker threads on one GIL, a
+checkout and return through a shared pool's locks cost more than the statement's own
+Python work.
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ def store_error(driver_error: BaseException) -> StoreError:
 
 
 class Driver:
-    """Runs one autocommit statement at a time on a pooled psycopg connection."""
+    """Runs one autocommit statement at a time on the calling thread's own psycopg
+    connection (or, past `max_owned` threads, on one borrowed from a pool)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, max_owned: int | None = None) -> None:
         self._engine = engine
+        size = getattr(engine.pool, "size", None)
+        #: how many threads may keep a connection of their own
+        self.max_owned = max_owned if max_owned is not None else (size() if size else 10)
         self._reset()
         ref = weakref.ref(self)
 
@@ -58,6 +66,8 @@ class Driver:
     def _reset(self) -> None:
         self._pool: Any = None
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._owned: weakref.WeakSet[_Owned] = weakref.WeakSet()
 
     def _current_pool(self) -> Any:
         if self._pool is None:
@@ -80,29 +90,77 @@ class Driver:
     def _run(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
         for attempt in range(RETRIES):
             try:
-                fairy = self._current_pool().connect()
+                conn, borrowed = self._checkout()
             except psycopg.Error as exc:
                 raise store_error(exc) from exc
-            conn: psycopg.Connection[Any] = fairy.driver_connection
             try:
                 with conn.cursor(row_factory=namedtuple_row) as cur:
                     cur.execute(sql, params)
                     return cur.fetchone() if fetch else cur.rowcount
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError) or conn.closed:
-                    fairy.invalidate(exc)
+                    # a broken connection: the next call gets a fresh one
+                    if borrowed is not None:
+                        borrowed.invalidate(exc)
+                    else:
+                        conn.close()
                 if exc.sqlstate not in RETRY_SQLSTATES or attempt == RETRIES - 1:
                     raise store_error(exc) from exc
             finally:
-                fairy.close()
+                if borrowed is not None:
+                    borrowed.close()
             pause_before_retry(attempt)
         raise AssertionError("unreachable")
 
+    def _checkout(self) -> tuple[psycopg.Connection[Any], Any]:
+        """This thread's connection, and None; or, past `max_owned` threads, a pooled
+        one and its pool handle, to be returned after the statement."""
+        owned: _Owned | None = getattr(self._local, "owned", None)
+        if owned is not None:
+            if not owned.conn.closed:
+                return owned.conn, None
+            with self._lock:
+                self._owned.discard(owned)  # broken: it no longer counts
+        fairy = self._current_pool().connect()
+        conn: psycopg.Connection[Any] = fairy.driver_connection
+        with self._lock:
+            if len(self._owned) >= self.max_owned:
+                return conn, fairy
+            fairy.detach()  # the pool forgets it: it is this thread's until the thread ends
+            owned = _Owned(conn)
+            self._owned.add(owned)
+        self._local.owned = owned
+        return conn, None
+
     def dispose(self) -> None:
+        """Close every thread's connection and the pool (threads reconnect on next use)."""
         with self._lock:
             pool, self._pool = self._pool, None
+            owned = list(self._owned)
+        for each in owned:
+            each.close()
         if pool is not None:
             pool.dispose()
+
+
+class _Owned:
+    """One thread's connection: closed when the thread ends and its locals go (but
+    never by a forked child, which shares the parent's socket and must leave it be)."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn, self.pid = conn, os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid() and not self.conn.closed:
+            self.conn.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # at interpreter exit, or a connection already gone
+            pass
 
 
 def _autocommit(dbapi_conn: psycopg.Connection[Any], _record: Any) -> None:

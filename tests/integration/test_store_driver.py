@@ -1,8 +1,12 @@
-"""PostgreSQL's hot path (claims, completions, finishes on the driver's own pool)."""
+"""PostgreSQL's hot path (claims, completions, finishes on the driver's own connections)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import os
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -54,6 +58,119 @@ def test_a_connection_the_server_dropped_fails_one_call_and_is_replaced(pg_url: 
         steps = {s.step_name: s for s in baton.query.get_workflow_steps(workflow_id, store=store)}
         assert steps["a"].state == "completed" and steps["b"].state == "available"
         assert store.get_results(workflow_id) == {"a": {"n": 1}}
+    finally:
+        store.dispose()
+
+
+def backend_pid(store: baton.Store) -> int:
+    """The server process behind the calling thread's hot-path connection."""
+    assert store.driver is not None
+    pid: int = store.driver.one("SELECT pg_backend_pid() AS pid", {}).pid
+    return pid
+
+
+def live_backends(pids: list[int], *, settle: float = 5.0) -> list[int]:
+    """Which of `pids` the server still runs (waiting out the exit of closed ones)."""
+    url = services.db_url("postgres").replace("+psycopg", "")
+    deadline = time.monotonic() + settle
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchall()
+            if not rows or time.monotonic() > deadline:
+                return sorted(pid for (pid,) in rows)
+            time.sleep(0.05)
+
+
+def test_each_thread_keeps_one_connection_and_it_closes_when_the_thread_ends(
+    pg_url: str,
+) -> None:
+    store = baton.Store(pg_url)
+    try:
+        seen: dict[int, list[int]] = {}
+
+        def work(n: int) -> None:
+            seen[n] = [backend_pid(store) for _ in range(3)]
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        # every thread ran its calls on one connection, and no two threads shared one
+        assert all(len(set(pids)) == 1 for pids in seen.values())
+        firsts = [pids[0] for pids in seen.values()]
+        assert len(set(firsts)) == 3
+        # the threads are gone: so are their connections
+        gc.collect()
+        assert live_backends(firsts) == []
+        # and the store still works from this thread
+        assert isinstance(two_steps(store), str)
+    finally:
+        store.dispose()
+
+
+def test_threads_past_the_limit_borrow_pooled_connections(pg_url: str) -> None:
+    store = baton.Store(pg_url)
+    assert store.driver is not None
+    store.driver.max_owned = 2
+    try:
+        together = threading.Barrier(5)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(3):
+                    two_steps(store)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            together.wait(timeout=10)  # nobody ends before all have run
+
+        threads = [threading.Thread(target=work) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        owned_while_running = None
+        while together.n_waiting < 5 and any(t.is_alive() for t in threads):
+            owned_while_running = len(store.driver._owned)
+            time.sleep(0.001)
+        for thread in threads:
+            thread.join()
+
+        assert errors == []
+        assert owned_while_running is not None and owned_while_running <= 2
+        assert len(baton.query.list_workflows(store=store, limit=100)) == 15
+    finally:
+        store.dispose()
+
+
+def test_a_forked_child_runs_on_its_own_connection_and_leaves_the_parents_open(
+    pg_url: str,
+) -> None:
+    store = baton.Store(pg_url)
+    try:
+        parent_pid = backend_pid(store)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: one call on a connection of its own, then exit
+            code = 1
+            try:
+                os.write(write, str(backend_pid(store)).encode())
+                gc.collect()  # drops what it inherited
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child_pid = int(pipe.read() or 0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+        assert child_pid not in (0, parent_pid)
+        # the child's exit did not end the parent's session
+        assert backend_pid(store) == parent_pid
+        assert live_backends([parent_pid], settle=0) == [parent_pid]
     finally:
         store.dispose()
 
