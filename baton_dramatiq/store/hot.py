@@ -94,8 +94,7 @@ class Driver:
             except psycopg.Error as exc:
                 raise store_error(exc) from exc
             try:
-                # a handful of statements, run all the time: prepared on first use
-                cur.execute(sql, params, prepare=True)
+                cur.execute(sql, params)
                 return cur.fetchone() if fetch else cur.rowcount
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError) or cur.connection.closed:
