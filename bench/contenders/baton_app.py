@@ -171,8 +171,16 @@ class Finish(NamedTuple):
     @property
     def seconds(self) -> float:
         """From the insert's start to the finish."""
+        return self._finished() - self.started_at
+
+    @property
+    def seconds_after_insert(self) -> float:
+        """From the moment the insert returned to the finish."""
+        return self._finished() - self.inserted_at
+
+    def _finished(self) -> float:
         assert self.view.finished_at is not None
-        return self.view.finished_at.timestamp() - self.started_at
+        return self.view.finished_at.timestamp()
 
 
 @contextlib.contextmanager

@@ -87,8 +87,7 @@ def run_times(services: Services, settings: Settings, shape: str, steps: int) ->
                 finish = client.run_to_finish(build(client.actors, steps), timeout)
             except TimeoutError:
                 return {"outcome": f"timeout after {timeout:.0f} s (cancelled)"}
-            assert finish.view.finished_at is not None
-            runs.append(finish.view.finished_at.timestamp() - finish.inserted_at)
+            runs.append(finish.seconds_after_insert)
     run_s = median(runs)
     return {
         "outcome": finish.view.outcome,
