@@ -2,7 +2,8 @@
 
 A ``python`` block whose first line is ``# name.py`` is a file the reader saves; the
 other ``python`` blocks run as one script, in order. A ``console`` block's ``$`` lines
-are commands; a ``dramatiq`` command is a worker, started in the background.
+are commands; a ``dramatiq`` command (after any ``NAME=value`` settings) is a worker,
+started in the background.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.support import services
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = sorted((ROOT / "guides").glob("*.md"))
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+WORKER = re.compile(r"(\w+=\S*\s+)*dramatiq\s")  # a worker, after any env settings
 GUIDE_REDIS_DB = 11  # the guides use Dramatiq's default namespace: give them a db of their own
 
 
@@ -82,10 +84,10 @@ def test_the_guide_runs(guide: Path, tmp_path: Path, pg_template: str) -> None:
                     if not line.startswith("$ "):
                         continue
                     command = line[2:]
-                    if command.startswith("dramatiq "):
+                    if WORKER.match(command):
                         workers.append(
                             subprocess.Popen(
-                                ["bash", "-c", "exec " + command], cwd=tmp_path, env=env
+                                ["bash", "-c", "exec env " + command], cwd=tmp_path, env=env
                             )
                         )
                     else:
