@@ -226,3 +226,18 @@ def process_cpu(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def thread_switches(pid: int) -> int:
+    """Context switches so far of every live thread of process `pid` (Linux /proc):
+    each time one of them blocked or was preempted."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        for line in text.splitlines():
+            if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                total += int(line.split()[1])
+    return total

@@ -31,7 +31,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def overhead(r: dict[str, Any]) -> str:
     def cpu(side: dict[str, Any]) -> list[str]:
         split = side.get("cpu_ms_per_msg", {})
-        return [num(split[k], 2) if k in split else "–" for k in ("workers", "postgres", "harness")]
+        parties = ("workers", "postgres", "harness")
+        cells = [num(split[k], 2) if k in split else "–" for k in parties]
+        return cells + [num(split["switches"], 1) if "switches" in split else "–"]
 
     rows = [
         ["bare Dramatiq", f"{r['messages']} messages", num(r["bare"]["msgs_per_s"]), "1.00"]
@@ -46,10 +48,11 @@ def overhead(r: dict[str, Any]) -> str:
     ]
     head = (
         f"**1. Overhead** (median of {r['rounds']} alternating round(s); CPU: ms per message"
-        " or step, from /proc)\n\n"
+        " or step, from /proc; thread switches: the workers' context switches per message"
+        " or step)\n\n"
     )
     columns = ["contender", "work", "msgs (steps)/s", "ratio"]
-    columns += ["CPU: workers", "CPU: PostgreSQL", "CPU: harness"]
+    columns += ["CPU: workers", "CPU: PostgreSQL", "CPU: harness", "thread switches: workers"]
     return head + table(columns, rows)
 
 

@@ -8,9 +8,11 @@ messages of a no-op actor, sent one by one, done when the queue holds nothing qu
 in flight. baton_dramatiq: one workflow inserted (one transaction, the first step
 enqueued), done at the workflow's finish as stamped in the store; the harness waits on
 the workflow's event topic, so it polls nothing meanwhile. Reported: messages (steps)
-per second of each, their ratio, and what a message (step) cost in CPU: the contender's
+per second of each, their ratio, what a message (step) cost in CPU: the contender's
 workers, the PostgreSQL server (every one of its processes; bare Dramatiq uses none of
-them) and the harness (which sends bare Dramatiq's messages and inserts the workflow).
+them) and the harness (which sends bare Dramatiq's messages and inserts the workflow),
+and how many times per message (step) the workers' threads switched (blocked or were
+preempted): with eight threads on one GIL, each blocking call costs several.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, NamedTuple
 
 from ..config import Settings
 from ..contenders import bare_app, baton_app
-from ..profiling import process_cpu
+from ..profiling import process_cpu, thread_switches
 from ..services import Services
 from ..stats import median
 
@@ -75,28 +77,51 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
 
 
 class CpuSplit(NamedTuple):
-    """CPU seconds spent during one round by the workers, PostgreSQL and the harness."""
+    """CPU seconds spent during one round by the workers, PostgreSQL and the harness,
+    and the workers' thread switches."""
 
     workers: float
     postgres: float
     harness: float
+    switches: float
 
 
 @contextlib.contextmanager
 def measure_cpu(worker_pids: list[int], into: list[CpuSplit]) -> Iterator[None]:
     """Append the CPU (user + system, from /proc) that the block cost each party."""
-    before = (_cpu(worker_pids), _cpu(_postgres_pids()), time.process_time())
+    before = (
+        _cpu(worker_pids),
+        _cpu(_postgres_pids()),
+        time.process_time(),
+        _switches(worker_pids),
+    )
     yield
-    after = (_cpu(worker_pids), _cpu(_postgres_pids()), time.process_time())
+    after = (
+        _cpu(worker_pids),
+        _cpu(_postgres_pids()),
+        time.process_time(),
+        _switches(worker_pids),
+    )
     into.append(CpuSplit(*(b - a for a, b in zip(before, after, strict=True))))
 
 
 def per_msg(rounds: list[CpuSplit], messages: int) -> dict[str, float]:
-    """Median CPU ms per message (step) of each party over the rounds."""
-    return {
+    """Median CPU ms per message (step) of each party over the rounds, and the
+    workers' median thread switches per message (step)."""
+    out = {
         party: 1000 * median([getattr(r, party) for r in rounds]) / messages
-        for party in CpuSplit._fields
+        for party in ("workers", "postgres", "harness")
     }
+    out["switches"] = median([r.switches for r in rounds]) / messages
+    return out
+
+
+def _switches(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += thread_switches(pid)
+    return float(total)
 
 
 def _cpu(pids: list[int]) -> float:
