@@ -209,6 +209,28 @@ def prune(r: dict[str, Any]) -> str:
     )
 
 
+def idle(r: dict[str, Any]) -> str:
+    rows = []
+    for run in r["runs"]:
+        first, hop = run["first_step"], run["hop"]
+        rows.append(
+            [
+                f"{run['worker_timeout_ms']} ms",
+                ms(first, "p50_ms"),
+                ms(first, "max_ms"),
+                ms(hop, "p50_ms"),
+                num(run["idle_evalsha_per_s"]),
+            ]
+        )
+    head = (
+        f"**A workflow sent to an idle worker** ({r['samples']} 2-step chains per setting, "
+        f"each after {num(r['idle_s'])} s idle; first step: its start minus the insert's "
+        "return; idle polling: the idle worker process's Redis fetches)\n\n"
+    )
+    columns = ["worker_timeout", "first step p50 ms", "first step max ms", "hop p50 ms"]
+    return head + table(columns + ["idle polling, EVALSHA/s"], rows)
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "overhead": overhead,
     "diamonds": diamonds,
@@ -217,6 +239,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "events": events,
     "profile": profile,
     "prune": prune,
+    "idle": idle,
 }
 
 
