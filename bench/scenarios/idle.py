@@ -9,10 +9,11 @@ polling while idle.
 
 Per setting: a 2-step chain inserted `SAMPLES` times, each after `IDLE_S` seconds of
 idleness (the first step's ``started_at`` minus the moment the insert returned, and the
-hop to the second step, from the store); and the EVALSHA calls per second that the idle
-worker process made (Redis ``INFO commandstats``, over `POLL_WINDOW_S` seconds; the
-fetches of its queue and of its delay queue). On request only: ``python -m bench --only
-idle``.
+hop to the second step, from the store); and the EVALSHA calls per second that the
+worker process made once idle for `IDLE_S` seconds (Redis ``INFO commandstats``, over
+`POLL_WINDOW_S` seconds; the fetches of its queue and of its delay queue).
+
+On request only: ``python -m bench --only idle``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def measure(services: Services, settings: Settings, samples: int) -> dict[str, A
     hop: list[float] = []
     with baton_app.running(services, settings, label="baton-idle") as client:
         client.run_to_finish(baton_app.chain(client.actors, 2), settings.timeout_s)  # warm-up
+        time.sleep(IDLE_S)  # the back-off at its cap
         polls = _evalsha_per_s(services.redis_url, POLL_WINDOW_S)
         for _ in range(samples):
             time.sleep(IDLE_S)

@@ -88,7 +88,8 @@ class CpuSplit(NamedTuple):
 
 @contextlib.contextmanager
 def measure_cpu(worker_pids: list[int], into: list[CpuSplit]) -> Iterator[None]:
-    """Append the CPU (user + system, from /proc) that the block cost each party."""
+    """Append the CPU (user + system, from /proc) that the block cost each party, and
+    the workers' thread switches during it."""
     before = (
         _cpu(worker_pids),
         _cpu(_postgres_pids()),
