@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,19 +90,18 @@ class CpuSplit(NamedTuple):
 def measure_cpu(worker_pids: list[int], into: list[CpuSplit]) -> Iterator[None]:
     """Append the CPU (user + system, from /proc) that the block cost each party, and
     the workers' thread switches during it."""
-    before = (
-        _cpu(worker_pids),
-        _cpu(_postgres_pids()),
-        time.process_time(),
-        _switches(worker_pids),
-    )
+
+    def sample() -> CpuSplit:
+        return CpuSplit(
+            workers=_total(worker_pids, _cpu_seconds),
+            postgres=_total(_postgres_pids(), _cpu_seconds),
+            harness=time.process_time(),
+            switches=_total(worker_pids, thread_switches),
+        )
+
+    before = sample()
     yield
-    after = (
-        _cpu(worker_pids),
-        _cpu(_postgres_pids()),
-        time.process_time(),
-        _switches(worker_pids),
-    )
+    after = sample()
     into.append(CpuSplit(*(b - a for a, b in zip(before, after, strict=True))))
 
 
@@ -117,21 +116,17 @@ def per_msg(rounds: list[CpuSplit], messages: int) -> dict[str, float]:
     return out
 
 
-def _switches(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            total += thread_switches(pid)
-    return float(total)
+def _cpu_seconds(pid: int) -> float:
+    return sum(process_cpu(pid))
 
 
-def _cpu(pids: list[int]) -> float:
+def _total(pids: list[int], of: Callable[[int], float]) -> float:
+    """The sum of `of(pid)` over `pids`, skipping processes that ended meanwhile (a
+    PostgreSQL backend, say)."""
     total = 0.0
     for pid in pids:
-        try:
-            total += sum(process_cpu(pid))
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # a PostgreSQL backend that ended meanwhile
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += of(pid)
     return total
 
 
