@@ -124,6 +124,7 @@ class Driver:
                 return owned.cursor, None
             with self._lock:
                 self._owned.discard(owned)  # broken: it no longer counts
+            self._local.owned = None
         fairy = self._current_pool().connect()
         conn: psycopg.Connection[Any] = fairy.driver_connection
         with self._lock:
