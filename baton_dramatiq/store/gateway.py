@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import StoreError
+from .driver import RETRIES, RETRY_SQLSTATES, Driver, pause_before_retry, store_error
 from .engine import create_engine
-from .hot import RETRIES, RETRY_SQLSTATES, Driver, pause_before_retry, store_error
 from .tables import VERSION_TABLE, build_metadata
 
 T = TypeVar("T")

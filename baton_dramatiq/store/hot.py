@@ -1,176 +1,19 @@
 """PostgreSQL's hot path: what every step and every workflow does, straight on the driver.
 
 A workflow's insert, a step's claim and completion, a workflow's finish and its
-publication mark: each is one statement that commits by itself, on psycopg connections
-kept in autocommit (made like the engine's). psycopg prepares them after a few runs and
-hands rows back as named tuples, so a step pays for two round trips and little else:
-building, compiling and caching these statements through SQLAlchemy cost the worker as
-much CPU as PostgreSQL spent running them. Everything else goes through SQLAlchemy.
-
-Each thread that runs them keeps a connection of its own (up to the engine's pool
-size; threads past that borrow from a pool): with eight worker threads on one GIL, a
-checkout and return through a shared pool's locks cost more than the statement's own
-Python work.
+publication mark: each is one statement that commits by itself, run by `Driver` on
+connections kept in autocommit (made like the engine's), prepared once per connection,
+its rows handed back as named tuples. So a step pays for two round trips and little
+else: building, compiling and caching these statements through SQLAlchemy cost the
+worker as much CPU as PostgreSQL spent running them. Everything else goes through
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-import weakref
 from typing import Any
 
-import psycopg
-import sqlalchemy as sa
-from psycopg.rows import namedtuple_row
-
 from .. import states as S
-from ..errors import StoreError
-
-#: SQLSTATEs worth running a statement again for: deadlock, serialization failure
-RETRY_SQLSTATES = frozenset({"40P01", "40001"})
-#: how many times a statement or transaction is tried before its error is raised
-RETRIES = 8
-
-
-def pause_before_retry(attempt: int) -> None:
-    """Back off after failed attempt number `attempt` (0-based): 2 ms, doubling."""
-    time.sleep(0.002 * (2**attempt))
-
-
-def store_error(driver_error: BaseException) -> StoreError:
-    """A StoreError naming the driver's error class and message."""
-    return StoreError(f"{type(driver_error).__name__}: {driver_error}".strip())
-
-
-class Driver:
-    """Runs one autocommit statement at a time on the calling thread's own psycopg
-    connection (or, past `max_owned` threads, on one borrowed from a pool)."""
-
-    def __init__(self, engine: sa.Engine, *, max_owned: int | None = None) -> None:
-        self._engine = engine
-        size = getattr(engine.pool, "size", None)
-        #: how many threads may keep a connection of their own
-        self.max_owned = max_owned if max_owned is not None else (size() if size else 10)
-        self._reset()
-        ref = weakref.ref(self)
-
-        def in_child() -> None:  # connections never cross a fork: a child makes its own
-            driver = ref()
-            if driver is not None:
-                driver._reset()
-
-        os.register_at_fork(after_in_child=in_child)
-
-    def _reset(self) -> None:
-        self._pool: Any = None
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._owned: weakref.WeakSet[_Owned] = weakref.WeakSet()
-
-    def _current_pool(self) -> Any:
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    pool = self._engine.pool.recreate()
-                    sa.event.listen(pool, "connect", _autocommit)
-                    self._pool = pool
-        return self._pool
-
-    def one(self, sql: str, params: dict[str, Any]) -> Any:
-        """The first row `sql` returns (a named tuple), or None; retried on deadlock."""
-        return self._run(sql, params, fetch=True)
-
-    def execute(self, sql: str, params: dict[str, Any]) -> int:
-        """Run `sql`, which returns no rows; how many rows it changed."""
-        rowcount: int = self._run(sql, params, fetch=False)
-        return rowcount
-
-    def _run(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
-        for attempt in range(RETRIES):
-            try:
-                cur, borrowed = self._checkout()
-            except psycopg.Error as exc:
-                raise store_error(exc) from exc
-            try:
-                cur.execute(sql, params)
-                return cur.fetchone() if fetch else cur.rowcount
-            except psycopg.Error as exc:
-                if isinstance(exc, psycopg.OperationalError) or cur.connection.closed:
-                    # a broken connection: the next call gets a fresh one
-                    if borrowed is not None:
-                        borrowed.invalidate(exc)
-                    else:
-                        cur.connection.close()
-                if exc.sqlstate not in RETRY_SQLSTATES or attempt == RETRIES - 1:
-                    raise store_error(exc) from exc
-            finally:
-                if borrowed is not None:
-                    cur.close()
-                    borrowed.close()
-            pause_before_retry(attempt)
-        raise AssertionError("unreachable")
-
-    def _checkout(self) -> tuple[psycopg.Cursor[Any], Any]:
-        """This thread's cursor, and None; or, past `max_owned` threads, a cursor on a
-        pooled connection and its pool handle, both to be closed after the statement.
-
-        A thread reuses one cursor: with eight threads on one GIL, making and closing
-        a cursor per statement cost about as much CPU as the rest of the statement."""
-        owned: _Owned | None = getattr(self._local, "owned", None)
-        if owned is not None:
-            if not owned.conn.closed:
-                return owned.cursor, None
-            with self._lock:
-                self._owned.discard(owned)  # broken: it no longer counts
-            self._local.owned = None
-        fairy = self._current_pool().connect()
-        conn: psycopg.Connection[Any] = fairy.driver_connection
-        with self._lock:
-            if len(self._owned) >= self.max_owned:
-                return conn.cursor(row_factory=namedtuple_row), fairy
-            fairy.detach()  # the pool forgets it: it is this thread's until the thread ends
-            owned = _Owned(conn)
-            self._owned.add(owned)
-        self._local.owned = owned
-        return owned.cursor, None
-
-    def dispose(self) -> None:
-        """Close every thread's connection and the pool (threads reconnect on next use)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-            owned = list(self._owned)
-        for each in owned:
-            each.close()
-        if pool is not None:
-            pool.dispose()
-
-
-class _Owned:
-    """One thread's connection: closed when the thread ends and its locals go (but
-    never by a forked child, which shares the parent's socket and must leave it be)."""
-
-    __slots__ = ("__weakref__", "conn", "cursor", "pid")
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn, self.pid = conn, os.getpid()
-        self.cursor = conn.cursor(row_factory=namedtuple_row)
-
-    def close(self) -> None:
-        if self.pid == os.getpid() and not self.conn.closed:
-            self.conn.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # at interpreter exit, or a connection already gone
-            pass
-
-
-def _autocommit(dbapi_conn: psycopg.Connection[Any], _record: Any) -> None:
-    dbapi_conn.autocommit = True
-
 
 #: the per-step columns that `HotStatements.insert` reads from its JSON, with their types
 NODE_COLUMNS = {
