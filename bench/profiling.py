@@ -122,15 +122,17 @@ def count_sql(store: Any, out_path: str) -> None:
 
     driver = getattr(store, "driver", None)
     if driver is not None:
-        run = driver._run
 
-        def counted(sql: str, params: Any, *, fetch: bool) -> Any:
-            with lock:
-                counts["hot path: " + kind_of(sql)] += 1
-                counts["COMMIT"] += 1
-            return run(sql, params, fetch=fetch)
+        def counting(call: Any) -> Any:
+            def counted(sql: str, params: Any) -> Any:
+                with lock:
+                    counts["hot path: " + kind_of(sql)] += 1
+                    counts["COMMIT"] += 1
+                return call(sql, params)
 
-        driver._run = counted
+            return counted
+
+        driver.one, driver.execute = counting(driver.one), counting(driver.execute)
 
     @sa.event.listens_for(engine, "commit")
     def _commit(conn: Any) -> None:
@@ -160,6 +162,7 @@ CATEGORIES = (
 )
 #: frames below which a store sample is the driver or the network, not SQLAlchemy
 DRIVER_FRAMES = (
+    "_Session.run",
     "Cursor.execute",
     "Cursor.fetchone",
     "Connection.commit",
@@ -187,7 +190,7 @@ def breakdown(path: Path) -> dict[str, Any]:
                 break
         if category.startswith("store"):
             driver = any(marker in frame for frame in frames for marker in DRIVER_FRAMES)
-            category += " [psycopg]" if driver else " [SQLAlchemy]"
+            category += " [psycopg]" if driver else " [baton_dramatiq, SQLAlchemy]"
         counts[category] += count
     return {"samples": total, "by_category": counts.most_common()}
 
