@@ -7,7 +7,8 @@ A. unobserved: diamonds/s, worker CPU (user, system) per step, PostgreSQL commit
    step (pg_stat_database of the fresh database);
 B. with ``py-spy record --gil`` on the workers: where the time holding the GIL goes
    (claim, results read, complete, publish, enqueue, ...), store time split into the
-   driver (psycopg, network) and SQLAlchemy (statement building, compiling, results).
+   driver (psycopg, libpq, network) and the rest (baton_dramatiq's own code around the
+   statements, and SQLAlchemy where a call goes through it).
 
 The worker counts its SQL statements, commits and Redis round trips (all passes and the
 warm-up; divided by the steps run).
