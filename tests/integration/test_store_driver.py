@@ -294,3 +294,66 @@ def test_a_steps_claim_and_completion_read_their_rows_by_key_in_a_wide_workflow(
         assert steps["m150"] == "completed" and steps["sink"] == "pending"
     finally:
         store.dispose()
+
+
+def test_the_driver_binds_named_parameters_however_often_and_in_whatever_type_they_come(
+    pg_url: str,
+) -> None:
+    store = baton.Store(pg_url)
+    assert store.driver is not None
+    driver = store.driver
+    try:
+        # a name used twice is one parameter; %% is a literal percent sign
+        sql = "SELECT %(a)s::int + %(a)s::int AS twice, %(b)s::text || '%%' AS pct"
+        row = driver.one(sql, {"a": 21, "b": "50"})
+        assert (row.twice, row.pct) == (42, "50%")
+        # the same statement with a NULL, then a number too big for the first one's type
+        assert driver.one("SELECT %(n)s::bigint AS n", {"n": None}).n is None
+        assert driver.one("SELECT %(n)s::bigint AS n", {"n": 3}).n == 3
+        assert driver.one("SELECT %(n)s::bigint AS n", {"n": 2**40}).n == 2**40
+        # JSON comes back as Python objects, timestamps as aware datetimes
+        now = dt.datetime.now(dt.UTC)
+        row = driver.one(
+            "SELECT CAST(%(j)s AS jsonb) AS j, %(t)s::timestamptz AS t",
+            {"j": '{"k": [1, 2]}', "t": now},
+        )
+        assert row.j == {"k": [1, 2]} and row.t == now
+        # no rows: None; a statement without rows: how many it changed
+        assert driver.one("SELECT 1 AS one WHERE false", {}) is None
+        assert driver.execute("UPDATE workflows SET remaining = remaining", {}) == 0
+    finally:
+        store.dispose()
+
+
+def test_statements_past_the_prepared_limit_still_run(pg_url: str) -> None:
+    from baton_dramatiq.store.driver import MAX_PREPARED
+
+    store = baton.Store(pg_url)
+    assert store.driver is not None
+    try:
+        for n in range(MAX_PREPARED + 10):
+            row = store.driver.one(f"SELECT %(x)s::int + {n} AS total", {"x": 1})
+            assert row.total == n + 1
+        prepared = store.driver.one(
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'baton%%'", {}
+        ).n
+        assert prepared == MAX_PREPARED
+    finally:
+        store.dispose()
+
+
+def test_a_failed_statement_raises_a_store_error_and_leaves_the_connection_usable(
+    pg_url: str,
+) -> None:
+    store = baton.Store(pg_url)
+    assert store.driver is not None
+    try:
+        pid = backend_pid(store)
+        with pytest.raises(baton.StoreError, match=r"UndefinedTable: .*no_such_table"):
+            store.driver.one("SELECT * FROM no_such_table WHERE x = %(x)s", {"x": 1})
+        with pytest.raises(baton.StoreError, match="DivisionByZero"):
+            store.driver.one("SELECT 1 / %(zero)s::int AS n", {"zero": 0})
+        assert backend_pid(store) == pid
+        assert store.driver.one("SELECT 1 / %(one)s::int AS n", {"one": 1}).n == 1
+    finally:
+        store.dispose()
