@@ -160,7 +160,8 @@ CATEGORIES = (
     ("Actor.__call__", "step body"),
     ("WorkerThread.process_message", "dramatiq: other"),
 )
-#: frames below which a store sample is the driver or the network, not SQLAlchemy
+#: frames below which a store sample is the driver or the network, not baton_dramatiq
+#: or SQLAlchemy
 DRIVER_FRAMES = (
     "_Session.run",
     "Cursor.execute",
