@@ -7,6 +7,7 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,6 +19,15 @@ from baton_dramatiq.store import Claim
 from tests.support import services
 
 STALE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[baton.Store]:
+    """A store on PostgreSQL, so with a driver; disposed after the test."""
+    store = baton.Store(pg_url)
+    assert store.driver is not None
+    yield store
+    store.dispose()
 
 
 def two_steps(store: baton.Store) -> str:
@@ -177,24 +187,20 @@ def test_a_forked_child_runs_on_its_own_connection_and_leaves_the_parents_open(
         store.dispose()
 
 
-def test_the_hot_path_reports_why_a_step_cannot_be_claimed(pg_url: str) -> None:
-    store = baton.Store(pg_url)
-    try:
-        workflow_id = two_steps(store)
-        assert store.claim(workflow_id, "b", worker_id="w1", stale_before=STALE) == "not_ready"
-        assert store.claim("nope", "a", worker_id="w1", stale_before=STALE) == "missing"
-        claim = store.claim(workflow_id, "a", worker_id="w1", stale_before=STALE)
-        assert isinstance(claim, Claim)
-        fresh = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
-        assert store.claim(workflow_id, "a", worker_id="w2", stale_before=fresh) == "busy"
-        store.complete(workflow_id, "a", claim.attempt, None, dependents=["b"])
-        assert store.claim(workflow_id, "a", worker_id="w2", stale_before=STALE) == "finished"
-        # b's claim carries a's result, read in the same statement
-        b = store.claim(workflow_id, "b", worker_id="w1", stale_before=STALE)
-        assert isinstance(b, Claim)
-        assert b.results == {"a": ("completed", None)} and b.deps == ("a",)
-    finally:
-        store.dispose()
+def test_the_hot_path_reports_why_a_step_cannot_be_claimed(store: baton.Store) -> None:
+    workflow_id = two_steps(store)
+    assert store.claim(workflow_id, "b", worker_id="w1", stale_before=STALE) == "not_ready"
+    assert store.claim("nope", "a", worker_id="w1", stale_before=STALE) == "missing"
+    claim = store.claim(workflow_id, "a", worker_id="w1", stale_before=STALE)
+    assert isinstance(claim, Claim)
+    fresh = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+    assert store.claim(workflow_id, "a", worker_id="w2", stale_before=fresh) == "busy"
+    store.complete(workflow_id, "a", claim.attempt, None, dependents=["b"])
+    assert store.claim(workflow_id, "a", worker_id="w2", stale_before=STALE) == "finished"
+    # b's claim carries a's result, read in the same statement
+    b = store.claim(workflow_id, "b", worker_id="w1", stale_before=STALE)
+    assert isinstance(b, Claim)
+    assert b.results == {"a": ("completed", None)} and b.deps == ("a",)
 
 
 def test_the_hot_path_keeps_to_the_stores_schema(pg_template: str) -> None:
@@ -297,63 +303,48 @@ def test_a_steps_claim_and_completion_read_their_rows_by_key_in_a_wide_workflow(
 
 
 def test_the_driver_binds_named_parameters_however_often_and_in_whatever_type_they_come(
-    pg_url: str,
+    store: baton.Store,
 ) -> None:
-    store = baton.Store(pg_url)
-    assert store.driver is not None
     driver = store.driver
-    try:
-        # a name used twice is one parameter; %% is a literal percent sign
-        sql = "SELECT %(a)s::int + %(a)s::int AS twice, %(b)s::text || '%%' AS pct"
-        row = driver.one(sql, {"a": 21, "b": "50"})
-        assert (row.twice, row.pct) == (42, "50%")
-        # the same statement with a NULL, then a number too big for the first one's type
-        assert driver.one("SELECT %(n)s::bigint AS n", {"n": None}).n is None
-        assert driver.one("SELECT %(n)s::bigint AS n", {"n": 3}).n == 3
-        assert driver.one("SELECT %(n)s::bigint AS n", {"n": 2**40}).n == 2**40
-        # JSON comes back as Python objects, timestamps as aware datetimes
-        now = dt.datetime.now(dt.UTC)
-        row = driver.one(
-            "SELECT CAST(%(j)s AS jsonb) AS j, %(t)s::timestamptz AS t",
-            {"j": '{"k": [1, 2]}', "t": now},
-        )
-        assert row.j == {"k": [1, 2]} and row.t == now
-        # no rows: None; a statement without rows: how many it changed
-        assert driver.one("SELECT 1 AS one WHERE false", {}) is None
-        assert driver.execute("UPDATE workflows SET remaining = remaining", {}) == 0
-    finally:
-        store.dispose()
+    # a name used twice is one parameter; %% is a literal percent sign
+    sql = "SELECT %(a)s::int + %(a)s::int AS twice, %(b)s::text || '%%' AS pct"
+    row = driver.one(sql, {"a": 21, "b": "50"})
+    assert (row.twice, row.pct) == (42, "50%")
+    # the same statement with a NULL, then a number too big for the first one's type
+    assert driver.one("SELECT %(n)s::bigint AS n", {"n": None}).n is None
+    assert driver.one("SELECT %(n)s::bigint AS n", {"n": 3}).n == 3
+    assert driver.one("SELECT %(n)s::bigint AS n", {"n": 2**40}).n == 2**40
+    # JSON comes back as Python objects, timestamps as aware datetimes
+    now = dt.datetime.now(dt.UTC)
+    row = driver.one(
+        "SELECT CAST(%(j)s AS jsonb) AS j, %(t)s::timestamptz AS t",
+        {"j": '{"k": [1, 2]}', "t": now},
+    )
+    assert row.j == {"k": [1, 2]} and row.t == now
+    # no rows: None; a statement without rows: how many it changed
+    assert driver.one("SELECT 1 AS one WHERE false", {}) is None
+    assert driver.execute("UPDATE workflows SET remaining = remaining", {}) == 0
 
 
-def test_statements_past_the_prepared_limit_still_run(pg_url: str) -> None:
+def test_statements_past_the_prepared_limit_still_run(store: baton.Store) -> None:
     from baton_dramatiq.store.driver import MAX_PREPARED
 
-    store = baton.Store(pg_url)
-    assert store.driver is not None
-    try:
-        for n in range(MAX_PREPARED + 10):
-            row = store.driver.one(f"SELECT %(x)s::int + {n} AS total", {"x": 1})
-            assert row.total == n + 1
-        prepared = store.driver.one(
-            "SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'baton%%'", {}
-        ).n
-        assert prepared == MAX_PREPARED
-    finally:
-        store.dispose()
+    for n in range(MAX_PREPARED + 10):
+        row = store.driver.one(f"SELECT %(x)s::int + {n} AS total", {"x": 1})
+        assert row.total == n + 1
+    prepared = store.driver.one(
+        "SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'baton%%'", {}
+    ).n
+    assert prepared == MAX_PREPARED
 
 
 def test_a_failed_statement_raises_a_store_error_and_leaves_the_connection_usable(
-    pg_url: str,
+    store: baton.Store,
 ) -> None:
-    store = baton.Store(pg_url)
-    assert store.driver is not None
-    try:
-        pid = backend_pid(store)
-        with pytest.raises(baton.StoreError, match=r"UndefinedTable: .*no_such_table"):
-            store.driver.one("SELECT * FROM no_such_table WHERE x = %(x)s", {"x": 1})
-        with pytest.raises(baton.StoreError, match="DivisionByZero"):
-            store.driver.one("SELECT 1 / %(zero)s::int AS n", {"zero": 0})
-        assert backend_pid(store) == pid
-        assert store.driver.one("SELECT 1 / %(one)s::int AS n", {"one": 1}).n == 1
-    finally:
-        store.dispose()
+    pid = backend_pid(store)
+    with pytest.raises(baton.StoreError, match=r"UndefinedTable: .*no_such_table"):
+        store.driver.one("SELECT * FROM no_such_table WHERE x = %(x)s", {"x": 1})
+    with pytest.raises(baton.StoreError, match="DivisionByZero"):
+        store.driver.one("SELECT 1 / %(zero)s::int AS n", {"zero": 0})
+    assert backend_pid(store) == pid
+    assert store.driver.one("SELECT 1 / %(one)s::int AS n", {"one": 1}).n == 1
