@@ -42,6 +42,7 @@ from . import submit_diamonds, warm_up
 NAME = "profile"
 STEPS_PER_DIAMOND = 5
 WARM_UP = 5
+PGSTAT_IDLE_S = 11.0
 
 
 def run(services: Services, settings: Settings) -> dict[str, Any]:
@@ -62,7 +63,10 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
         client.board.wait(n, settings.timeout_s, check=client.workers.check_alive)
         elapsed = max(client.board.times().values()) - start
         cpu1 = [process_cpu(pid) for pid in pids]
-        time.sleep(1.0)  # pg_stat counters are flushed about once a second
+        # A busy backend reports its counters at most once a second, and one that went
+        # idle reports what is left within 10 s (PostgreSQL 15: PGSTAT_IDLE_INTERVAL):
+        # read sooner, and a pool's connections hold back most of the last second's.
+        time.sleep(PGSTAT_IDLE_S)
         commits = services.commits(client.env.db_name) - commits0
         steps = n * STEPS_PER_DIAMOND
         user = sum(b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True))
