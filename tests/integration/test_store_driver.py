@@ -48,30 +48,28 @@ def terminate_connections(database: str) -> int:
     return len(rows)
 
 
-def test_a_connection_the_server_dropped_fails_one_call_and_is_replaced(pg_url: str) -> None:
+def test_a_connection_the_server_dropped_fails_one_call_and_is_replaced(
+    pg_url: str, store: baton.Store
+) -> None:
     # Given a store whose hot-path connection is open and idle in its pool
-    store = baton.Store(pg_url)
-    try:
-        workflow_id = two_steps(store)
-        claim = store.claim(workflow_id, "a", worker_id="w1", stale_before=STALE)
-        assert isinstance(claim, Claim)
+    workflow_id = two_steps(store)
+    claim = store.claim(workflow_id, "a", worker_id="w1", stale_before=STALE)
+    assert isinstance(claim, Claim)
 
-        # When the server drops every connection to the database
-        assert terminate_connections(pg_url.rsplit("/", 1)[1]) >= 1
+    # When the server drops every connection to the database
+    assert terminate_connections(pg_url.rsplit("/", 1)[1]) >= 1
 
-        # Then the next call fails with a StoreError naming the cause, and the one after
-        # runs on a fresh connection
-        with pytest.raises(
-            baton.StoreError, match="terminating connection|server closed the connection"
-        ):
-            store.complete(workflow_id, "a", claim.attempt, {"n": 1}, dependents=["b"])
-        transition = store.complete(workflow_id, "a", claim.attempt, {"n": 1}, dependents=["b"])
-        assert [m["options"]["baton_step"] for m in transition.ready] == [[workflow_id, "b"]]
-        steps = {s.step_name: s for s in baton.query.get_workflow_steps(workflow_id, store=store)}
-        assert steps["a"].state == "completed" and steps["b"].state == "available"
-        assert store.get_results(workflow_id) == {"a": {"n": 1}}
-    finally:
-        store.dispose()
+    # Then the next call fails with a StoreError naming the cause, and the one after
+    # runs on a fresh connection
+    with pytest.raises(
+        baton.StoreError, match="terminating connection|server closed the connection"
+    ):
+        store.complete(workflow_id, "a", claim.attempt, {"n": 1}, dependents=["b"])
+    transition = store.complete(workflow_id, "a", claim.attempt, {"n": 1}, dependents=["b"])
+    assert [m["options"]["baton_step"] for m in transition.ready] == [[workflow_id, "b"]]
+    steps = {s.step_name: s for s in baton.query.get_workflow_steps(workflow_id, store=store)}
+    assert steps["a"].state == "completed" and steps["b"].state == "available"
+    assert store.get_results(workflow_id) == {"a": {"n": 1}}
 
 
 def backend_pid(store: baton.Store) -> int:
@@ -96,95 +94,82 @@ def live_backends(pids: list[int], *, settle: float = 5.0) -> list[int]:
 
 
 def test_each_thread_keeps_one_connection_and_it_closes_when_the_thread_ends(
-    pg_url: str,
+    store: baton.Store,
 ) -> None:
-    store = baton.Store(pg_url)
-    try:
-        seen: dict[int, list[int]] = {}
+    seen: dict[int, list[int]] = {}
 
-        def work(n: int) -> None:
-            seen[n] = [backend_pid(store) for _ in range(3)]
+    def work(n: int) -> None:
+        seen[n] = [backend_pid(store) for _ in range(3)]
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
-        # every thread ran its calls on one connection, and no two threads shared one
-        assert all(len(set(pids)) == 1 for pids in seen.values())
-        firsts = [pids[0] for pids in seen.values()]
-        assert len(set(firsts)) == 3
-        # the threads are gone: so are their connections
-        gc.collect()
-        assert live_backends(firsts) == []
-        # and the store still works from this thread
-        assert isinstance(two_steps(store), str)
-    finally:
-        store.dispose()
+    # every thread ran its calls on one connection, and no two threads shared one
+    assert all(len(set(pids)) == 1 for pids in seen.values())
+    firsts = [pids[0] for pids in seen.values()]
+    assert len(set(firsts)) == 3
+    # the threads are gone: so are their connections
+    gc.collect()
+    assert live_backends(firsts) == []
+    # and the store still works from this thread
+    assert isinstance(two_steps(store), str)
 
 
-def test_threads_past_the_limit_borrow_pooled_connections(pg_url: str) -> None:
-    store = baton.Store(pg_url)
-    assert store.driver is not None
+def test_threads_past_the_limit_borrow_pooled_connections(store: baton.Store) -> None:
     store.driver.max_owned = 2
-    try:
-        together = threading.Barrier(5)
-        errors: list[BaseException] = []
+    together = threading.Barrier(5)
+    errors: list[BaseException] = []
 
-        def work() -> None:
-            try:
-                for _ in range(3):
-                    two_steps(store)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            together.wait(timeout=10)  # nobody ends before all have run
+    def work() -> None:
+        try:
+            for _ in range(3):
+                two_steps(store)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        together.wait(timeout=10)  # nobody ends before all have run
 
-        threads = [threading.Thread(target=work) for _ in range(5)]
-        for thread in threads:
-            thread.start()
-        owned_while_running = None
-        while together.n_waiting < 5 and any(t.is_alive() for t in threads):
-            owned_while_running = len(store.driver._owned)
-            time.sleep(0.001)
-        for thread in threads:
-            thread.join()
+    threads = [threading.Thread(target=work) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    owned_while_running = None
+    while together.n_waiting < 5 and any(t.is_alive() for t in threads):
+        owned_while_running = len(store.driver._owned)
+        time.sleep(0.001)
+    for thread in threads:
+        thread.join()
 
-        assert errors == []
-        assert owned_while_running is not None and owned_while_running <= 2
-        assert len(baton.query.list_workflows(store=store, limit=100)) == 15
-    finally:
-        store.dispose()
+    assert errors == []
+    assert owned_while_running is not None and owned_while_running <= 2
+    assert len(baton.query.list_workflows(store=store, limit=100)) == 15
 
 
 def test_a_forked_child_runs_on_its_own_connection_and_leaves_the_parents_open(
-    pg_url: str,
+    store: baton.Store,
 ) -> None:
-    store = baton.Store(pg_url)
-    try:
-        parent_pid = backend_pid(store)
-        read, write = os.pipe()
-        child = os.fork()
-        if child == 0:  # the child: one call on a connection of its own, then exit
-            code = 1
-            try:
-                os.write(write, str(backend_pid(store)).encode())
-                gc.collect()  # drops what it inherited
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            child_pid = int(pipe.read() or 0)
-        _, status = os.waitpid(child, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+    parent_pid = backend_pid(store)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: one call on a connection of its own, then exit
+        code = 1
+        try:
+            os.write(write, str(backend_pid(store)).encode())
+            gc.collect()  # drops what it inherited
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_pid = int(pipe.read() or 0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
-        assert child_pid not in (0, parent_pid)
-        # the child's exit did not end the parent's session
-        assert backend_pid(store) == parent_pid
-        assert live_backends([parent_pid], settle=0) == [parent_pid]
-    finally:
-        store.dispose()
+    assert child_pid not in (0, parent_pid)
+    # the child's exit did not end the parent's session
+    assert backend_pid(store) == parent_pid
+    assert live_backends([parent_pid], settle=0) == [parent_pid]
 
 
 def test_the_hot_path_reports_why_a_step_cannot_be_claimed(store: baton.Store) -> None:
@@ -249,57 +234,53 @@ def rows_filtered_out(plan: dict[str, Any], table: str) -> int:
 
 @pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
 def test_a_steps_claim_and_completion_read_their_rows_by_key_in_a_wide_workflow(
-    pg_url: str, plan_cache_mode: str
+    pg_url: str, store: baton.Store, plan_cache_mode: str
 ) -> None:
     # Given a fresh database, with no statistics yet, holding a 1 -> 300 -> 1 workflow
     # whose first step is done
-    store = baton.Store(pg_url)
-    try:
-        message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
-        middles = [f"m{i:03}" for i in range(300)]
-        wf = baton.Workflow(name="wide").add("src", message)
-        for name in middles:
-            wf.add(name, message, deps=["src"])
-        wf.add("sink", message, deps=middles)
-        store.insert_workflow(*wf._rows(wf.validate()))
-        claim = store.claim(wf.id, "src", worker_id="w1", stale_before=STALE)
-        assert isinstance(claim, Claim)
-        store.complete(wf.id, "src", claim.attempt, None, dependents=middles)
+    message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
+    middles = [f"m{i:03}" for i in range(300)]
+    wf = baton.Workflow(name="wide").add("src", message)
+    for name in middles:
+        wf.add(name, message, deps=["src"])
+    wf.add("sink", message, deps=middles)
+    store.insert_workflow(*wf._rows(wf.validate()))
+    claim = store.claim(wf.id, "src", worker_id="w1", stale_before=STALE)
+    assert isinstance(claim, Claim)
+    store.complete(wf.id, "src", claim.attempt, None, dependents=middles)
 
-        # When a middle step's claim and completion run, prepared as the driver runs them
-        now = dt.datetime.now(dt.UTC)
-        statements = [
-            (
-                store._hot.claim,
-                {"wid": wf.id, "step": "m150", "worker": "w1", "now": now, "stale": STALE},
-            ),
-            (
-                store._hot.complete,
-                {
-                    "wid": wf.id,
-                    "step": "m150",
-                    "attempt": 1,
-                    "result": "1",
-                    "now": now,
-                    "dependents": ["sink"],
-                },
-            ),
-        ]
-        url = pg_url.replace("+psycopg", "")
-        with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
-            conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
-            removed = []
-            for sql, params in statements:
-                explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
-                plan = explained.fetchone()[0][0]["Plan"]
-                removed.append(rows_filtered_out(plan, "workflow_nodes"))
+    # When a middle step's claim and completion run, prepared as the driver runs them
+    now = dt.datetime.now(dt.UTC)
+    statements = [
+        (
+            store._hot.claim,
+            {"wid": wf.id, "step": "m150", "worker": "w1", "now": now, "stale": STALE},
+        ),
+        (
+            store._hot.complete,
+            {
+                "wid": wf.id,
+                "step": "m150",
+                "attempt": 1,
+                "result": "1",
+                "now": now,
+                "dependents": ["sink"],
+            },
+        ),
+    ]
+    url = pg_url.replace("+psycopg", "")
+    with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
+        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+        removed = []
+        for sql, params in statements:
+            explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+            plan = explained.fetchone()[0][0]["Plan"]
+            removed.append(rows_filtered_out(plan, "workflow_nodes"))
 
-        # Then each read the rows it needed by their key, not the workflow's 302 rows
-        assert removed == [0, 0]
-        steps = {s.step_name: s.state for s in baton.query.get_workflow_steps(wf.id, store=store)}
-        assert steps["m150"] == "completed" and steps["sink"] == "pending"
-    finally:
-        store.dispose()
+    # Then each read the rows it needed by their key, not the workflow's 302 rows
+    assert removed == [0, 0]
+    steps = {s.step_name: s.state for s in baton.query.get_workflow_steps(wf.id, store=store)}
+    assert steps["m150"] == "completed" and steps["sink"] == "pending"
 
 
 def test_the_driver_binds_named_parameters_however_often_and_in_whatever_type_they_come(
