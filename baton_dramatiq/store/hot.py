@@ -68,6 +68,12 @@ class HotStatements:
                       FROM jsonb_array_elements_text(claimed.deps) AS dep(name)
                    ) AS dep_results
               FROM claimed
+             -- The claim commits without waiting for its WAL to reach the disk. Losing
+             -- it to a crash of PostgreSQL leaves the step claimable, as a worker's
+             -- crash does, and the step runs again. Whatever the step then writes with
+             -- a durable commit (its completion, a paid LLM call) flushes the WAL up to
+             -- it and so makes the claim durable first.
+             WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
         """
         self.state = (
             f"SELECT state FROM {nodes} WHERE workflow_id = %(wid)s AND step_name = %(step)s"

@@ -329,3 +329,21 @@ def test_a_failed_statement_raises_a_store_error_and_leaves_the_connection_usabl
         store.driver.one("SELECT 1 / %(zero)s::int AS n", {"zero": 0})
     assert backend_pid(store) == pid
     assert store.driver.one("SELECT 1 / %(one)s::int AS n", {"one": 1}).n == 1
+
+
+def test_the_claims_commit_without_waiting_for_the_disk_ends_with_the_claim(
+    store: baton.Store,
+) -> None:
+    # Given a step claimed on this thread's connection
+    workflow_id = two_steps(store)
+    assert store.driver is not None
+    claim = store.claim(workflow_id, "a", worker_id="w1", stale_before=STALE)
+    assert isinstance(claim, Claim)
+
+    # Then the claim's own setting ended with its transaction: the connection's next
+    # statements (a completion among them) commit durably
+    setting = "SELECT current_setting('synchronous_commit') AS value"
+    assert store.driver.one(setting, {}).value == "on"
+    transition = store.complete(workflow_id, "a", claim.attempt, 1, dependents=["b"])
+    assert [m["options"]["baton_step"][1] for m in transition.ready] == ["b"]
+    assert store.driver.one(setting, {}).value == "on"
