@@ -78,8 +78,7 @@ class HotStatements:
         self.state = (
             f"SELECT state FROM {nodes} WHERE workflow_id = %(wid)s AND step_name = %(step)s"
         )
-        #: the completion, its dependents' counters and the workflow's count of steps left
-        self.complete = f"""
+        done = f"""
             WITH done AS (
                 UPDATE {nodes}
                    SET state = '{S.COMPLETED}', has_result = true,
@@ -91,7 +90,14 @@ class HotStatements:
                    -- executing (or pending) step's entry in the state index
                    AND (state = '{S.EXECUTING}') IS TRUE AND attempt = %(attempt)s
              RETURNING {returned}
-            ), ready AS (
+            ), counted AS (
+                UPDATE {workflows} AS w SET remaining = w.remaining - 1
+                 WHERE w.id = %(wid)s AND EXISTS (SELECT FROM done)
+             RETURNING w.remaining, w.cancelled, w.not_completed
+            )"""
+        #: the completion of a step with dependents: its result, its dependents'
+        #: counters and the workflow's count of steps left
+        self.complete = f"""{done}, ready AS (
                 UPDATE {nodes} AS d
                    SET pending_deps = d.pending_deps - 1,
                        state = CASE WHEN d.pending_deps = 1 THEN '{S.AVAILABLE}'
@@ -105,17 +111,33 @@ class HotStatements:
                                        AND (SELECT max(name) FROM unnest(%(dependents)s) AS name)
                    AND (d.state = '{S.PENDING}') IS TRUE AND EXISTS (SELECT FROM done)
              RETURNING d.state, d.message
-            ), counted AS (
-                UPDATE {workflows} AS w SET remaining = w.remaining - 1
-                 WHERE w.id = %(wid)s AND EXISTS (SELECT FROM done)
-             RETURNING w.remaining, w.cancelled
             )
-            SELECT done.*, counted.remaining, counted.cancelled,
+            SELECT done.*, counted.remaining, counted.cancelled, false AS finish_recorded,
                    (SELECT coalesce(jsonb_agg(ready.message), '[]'::jsonb)
                       FROM ready WHERE ready.state = '{S.AVAILABLE}') AS ready_messages
               FROM done, counted
         """
-        #: the finish of a workflow whose last step just settled, recorded exactly once
+        #: the completion of a step without dependents, and the finish of its workflow
+        #: when it was the last step and every step completed: the step that settles a
+        #: workflow's last is always one without dependents, unless a step failed
+        self.complete_sink = f"""{done}, finished AS (
+                -- the counters come from the workflow's row as this statement updated
+                -- it, so they are current, where a read of its steps would see only
+                -- what had committed when this statement began
+                INSERT INTO {completions} (workflow_id, outcome, failed_steps, finished_at)
+                SELECT %(wid)s, '{S.COMPLETED}', '[]'::jsonb, %(now)s FROM counted
+                 WHERE counted.remaining = 0 AND NOT counted.cancelled
+                   AND counted.not_completed = 0
+                ON CONFLICT DO NOTHING
+             RETURNING outcome
+            )
+            SELECT done.*, counted.remaining, counted.cancelled,
+                   EXISTS (SELECT FROM finished) AS finish_recorded,
+                   '[]'::jsonb AS ready_messages
+              FROM done, counted
+        """
+        #: the finish of a workflow whose last step just settled and that did not
+        #: complete every step (`complete` records the others), recorded exactly once
         self.finish = f"""
             WITH verdict AS (
                 SELECT coalesce(jsonb_agg(step_name ORDER BY position)

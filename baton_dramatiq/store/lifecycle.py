@@ -82,7 +82,7 @@ class Lifecycle(Gateway):
                 if conn.execute(sa.select(w.c.id).where(w.c.id == workflow_id)).first() is None:
                     raise WorkflowNotFound(f"No workflow with id {workflow_id!r}")
                 return tr  # finished already: a cancel changes nothing
-            self._count_terminal(conn, workflow_id, len(rows), now, tr)
+            self._count_terminal(conn, workflow_id, len(rows), now, tr, completed=0)
             return tr
 
         return self.run(tx)
@@ -102,17 +102,29 @@ class Lifecycle(Gateway):
         return (
             sa.update(w)
             .where(w.c.id == sa.bindparam("p_wid"))
-            .values(remaining=w.c.remaining - sa.bindparam("p_count", type_=sa.Integer))
+            .values(
+                remaining=w.c.remaining - sa.bindparam("p_count", type_=sa.Integer),
+                not_completed=w.c.not_completed + sa.bindparam("p_short", type_=sa.Integer),
+            )
             .returning(w.c.remaining, w.c.cancelled, w.c.name)
         )
 
     def _count_terminal(
-        self, conn: sa.Connection, workflow_id: str, count: int, now: dt.datetime, tr: Transition
+        self,
+        conn: sa.Connection,
+        workflow_id: str,
+        count: int,
+        now: dt.datetime,
+        tr: Transition,
+        *,
+        completed: int,
     ) -> None:
-        """Count `count` steps off the workflow; the transaction that reaches zero finishes it."""
+        """Count `count` settled steps off the workflow, of which `completed` completed;
+        the transaction that reaches zero finishes it."""
         if count == 0:
             return
-        row = conn.execute(self._count_off, {"p_wid": workflow_id, "p_count": count}).first()
+        params = {"p_wid": workflow_id, "p_count": count, "p_short": count - completed}
+        row = conn.execute(self._count_off, params).first()
         if row is not None and row.remaining == 0:
             self._finish(conn, workflow_id, row.name, row.cancelled, now, tr)
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 #: the Alembic revision this code needs; `migrations.upgrade` brings a database to it
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 VERSION_TABLE = "baton_schema_version"
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -59,6 +59,8 @@ def build_metadata(schema: str | None = None) -> sa.MetaData:
         # the LLM ledger (0002): paid so far, and held by calls in flight
         sa.Column("llm_spent_usd", sa.Float, nullable=False, server_default="0"),
         sa.Column("llm_reserved_usd", sa.Float, nullable=False, server_default="0"),
+        # 0003: of the steps no longer remaining, how many did not complete
+        sa.Column("not_completed", sa.Integer, nullable=False, server_default="0"),
         sa.Index("ix_workflows_inserted_at", "inserted_at"),
         sa.Index("ix_workflows_parent_id", "parent_id"),
     )

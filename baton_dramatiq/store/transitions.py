@@ -156,18 +156,22 @@ class Transitions(Lifecycle):
     def _complete_on_driver(self, params: dict[str, Any]) -> Transition:
         """PostgreSQL: the completion, its dependents' counters and the workflow's count
         in one statement that commits by itself (data-modifying CTEs): one round trip
-        instead of five. The step that settles the workflow's last records its finish
-        right after, in a transaction of its own; after a crash in between, the Sweeper
-        records it (`finish_orphans`)."""
+        instead of five. When the step that settles the workflow's last has no dependents
+        and every step completed, that statement records the finish too; otherwise the
+        step records it right after, in a transaction of its own, and after a crash in
+        between, the Sweeper records it (`finish_orphans`)."""
         assert self.driver is not None
         tr = Transition()
-        row = self.driver.one(self._hot.complete, params)
+        hot = self._hot
+        row = self.driver.one(hot.complete if params["dependents"] else hot.complete_sink, params)
         if row is None:
             return tr  # cancelled or taken over meanwhile: the result is dropped
         now = params["now"]
         tr.changes.append(self._change(row, now))
         tr.ready.extend(row.ready_messages)
-        if row.remaining == 0:
+        if row.finish_recorded:
+            tr.finished = self._finished(row.workflow_id, row.workflow_name, S.COMPLETED, [], now)
+        elif row.remaining == 0:
             faults.point("before_finish_recorded")
             params = {"wid": row.workflow_id, "cancelled": row.cancelled, "now": now}
             finish = self.driver.one(self._hot.finish, params)
@@ -257,7 +261,7 @@ class Transitions(Lifecycle):
         now = params["p_now"]
         tr.changes.append(self._change(row, now))
         terminal = 1 + self._propagate(conn, row.workflow_id, row.dependents, ok, now, tr)
-        self._count_terminal(conn, row.workflow_id, terminal, now, tr)
+        self._count_terminal(conn, row.workflow_id, terminal, now, tr, completed=int(ok))
         return tr
 
     def _propagate(

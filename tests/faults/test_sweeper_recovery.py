@@ -100,22 +100,73 @@ def test_a_crash_before_workflow_finished_went_out_is_published_by_the_sweeper(
         cluster.close()
 
 
+def test_a_workflow_whose_steps_all_complete_records_its_finish_with_the_last_step(
+    pg_template: str,
+) -> None:
+    # Given a worker that would die between the last step's completion and a finish
+    # recorded in a transaction of its own
+    cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="before_finish_recorded")
+    log = EventLog(cluster.events)
+    try:
+        # When every step of a workflow completes
+        run = diamond(cluster).insert()
+
+        # Then its finish went in with the last completion: the worker never got there
+        assert_finished_once(cluster, log, run)
+        assert cluster.workers[0].poll() is None
+    finally:
+        log.close()
+        cluster.close()
+
+
 def test_a_crash_before_the_finish_was_recorded_is_finished_by_the_sweeper(
     pg_template: str,
 ) -> None:
     # Given a worker that dies after the last step's completion committed (PostgreSQL
-    # commits it in one statement), before the workflow's finish was recorded
+    # commits it in one statement), before the workflow's finish was recorded: that
+    # happens when a step did not complete, here one the fan-in step tolerates
     cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="before_finish_recorded")
     log = EventLog(cluster.events)
+    a = cluster.actors
     try:
-        run = diamond(cluster).insert()
+        run = (
+            baton.Workflow(name="crash")
+            .add("fetch_sources", a.echo.message({"documents": [1, 2]}))
+            .add("summarize", a.echo.message("summary"), deps=["fetch_sources"])
+            .add("keywords", a.boom.message(), deps=["fetch_sources"])
+            .add(
+                "compile_brief",
+                a.tolerant.message(),
+                deps=["summarize", "keywords"],
+                allow_failed_deps=True,
+            )
+            .insert()
+        )
         assert cluster.workers[0].wait(timeout=30) == -9
-        assert set(states(cluster, run.id).values()) == {"completed"}
+        assert states(cluster, run.id) == {
+            "fetch_sources": "completed",
+            "summarize": "completed",
+            "keywords": "discarded",
+            "compile_brief": "completed",
+        }
         assert run.status() == "running"  # every step settled, the finish unrecorded
 
         # When a worker with a Sweeper comes up, it records the finish and publishes it
         cluster.start_worker(wait=True, **SWEEPER)
-        assert_finished_once(cluster, log, run)
+        assert run.wait(timeout=60) == "completed"
+        assert run.results()["compile_brief"] == {
+            "ok": {"summarize": "summary"},
+            "failed": ["keywords"],
+        }
+        wait_for(lambda: log.finished(run.id), timeout=30)
+        [finished] = log.finished(run.id)
+        assert finished.payload["failed_steps"] == ["keywords"]
+        assert collections.Counter(cluster.runs(run.id)) == {
+            "fetch_sources": 1,
+            "summarize": 1,
+            "keywords": 1,
+            "compile_brief": 1,
+        }
     finally:
         log.close()
         cluster.close()

@@ -185,3 +185,4 @@ def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
     assert "baton_dramatiq/_migrations/env.py" in names
     assert "baton_dramatiq/_migrations/versions/0001_initial.py" in names
     assert "baton_dramatiq/_migrations/versions/0002_llm.py" in names
+    assert "baton_dramatiq/_migrations/versions/0003_not_completed.py" in names
