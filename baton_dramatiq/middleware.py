@@ -79,7 +79,9 @@ class WorkflowMiddleware(Middleware):
             raise ConfigurationError(f"claim_timeout must be > 0 seconds, got {claim_timeout}")
         self.store = store
         self.events: EventBus = events if events is not None else MemoryEventBus()
-        self._publisher = Publisher(self.events)
+        self._publisher = Publisher(
+            self.events, sent_finishes=lambda ids: self.store.mark_published(*ids)
+        )
         self.max_result_bytes = max_result_bytes
         self.claim_timeout = claim_timeout
         self.check_schema = check_schema
@@ -247,22 +249,25 @@ class WorkflowMiddleware(Middleware):
         """Publish a transition's events, then enqueue what it made ready, then finish.
 
         A step's events go out before its dependents are enqueued, so on one topic a
-        dependent's events always follow its dependencies'. With `lazy_events` (a worker
-        recording how a step ended), a transition with nothing to enqueue or finish does
-        not wait for its events: they go out with the process's next batch, still ahead
-        of anything the process posts later.
+        dependent's events always follow its dependencies'. A finishing transition's
+        events go out with its `workflow_finished`, and whoever sends that records it as
+        published. With `lazy_events` (a worker recording how a step ended), nothing
+        waits unless there are dependents to enqueue: the events go out with the
+        process's next batch, still ahead of anything the process posts later.
         """
         if not transition:
             return
         faults.point("after_commit")
+        finished = transition.finished
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
             events = [step_event(c) for c in transition.changes]
-            if lazy_events and not transition.ready and transition.finished is None:
-                # sent now if nobody is sending, else by whoever is: no waiting either way
-                self._publish(workflow_id, events, wait=False, eager=True)
-            else:
+            if transition.ready or (finished is None and not lazy_events):
                 self._publish(workflow_id, events)
+            else:
+                # sent now if nobody is sending, else by whoever is; a finish takes them
+                # along with its own event
+                self._publish(workflow_id, events, wait=False, eager=finished is None)
         for message in transition.ready:
             try:
                 enqueue_step(broker, message)
@@ -271,11 +276,14 @@ class WorkflowMiddleware(Middleware):
                 logger.exception(
                     "Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION)
                 )
-        if transition.finished is not None:
+        if finished is not None:
             faults.point("before_finished")
-            finished = transition.finished
-            if self._publish(finished["workflow_id"], [Event(WORKFLOW_FINISHED, finished)]):
-                self.store.mark_published(finished["workflow_id"])
+            self._publish(
+                finished["workflow_id"],
+                [Event(WORKFLOW_FINISHED, finished)],
+                wait=not lazy_events,
+                eager=True,
+            )
 
     def _publish(
         self, workflow_id: str, events: list[Event], *, wait: bool = True, eager: bool = False

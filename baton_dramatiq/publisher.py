@@ -8,6 +8,11 @@ itself when nobody else is sending, which keeps an idle worker's hops short; whe
 somebody is, it hands over to the publishing thread, which sends what piled up
 meanwhile as one batch, and waits. A claim's ``executing`` event is handed over without
 waiting: it goes out before anything the process posts after it.
+
+Whoever sends a batch that holds ``workflow_finished`` events then records them as
+published (`sent_finishes`), all in one call: a worker need not wait for a finish to go
+out only to record that it did. A crash in between leaves them unrecorded, and the
+Sweeper publishes them again, which subscribers drop.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 
 from .bus import EventBus
-from .event_model import Event
+from .event_model import WORKFLOW_FINISHED, Event
 
 logger = logging.getLogger("baton_dramatiq")
 
@@ -33,11 +39,23 @@ class _Post:
 
 
 class Publisher:
-    """Batches one process's events for `bus` (a forked child gets a thread of its own)."""
+    """Batches one process's events for `bus` (a forked child gets a thread of its own).
 
-    def __init__(self, bus: EventBus, *, max_batch: int = 256, wait_timeout: float = 30.0):
+    `sent_finishes` is called with the ids of the workflows whose ``workflow_finished``
+    a send put out, before the posts waiting on that send return.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        max_batch: int = 256,
+        wait_timeout: float = 30.0,
+        sent_finishes: Callable[[list[str]], None] | None = None,
+    ):
         self.bus = bus
         self.max_batch, self.wait_timeout = max_batch, wait_timeout
+        self.sent_finishes = sent_finishes
         self._reset()
         ref = weakref.ref(self)
 
@@ -122,6 +140,22 @@ class Publisher:
             ok = False
             # a bus that is down must not stop the workflow; subscribers re-read the store
             logger.warning("Could not publish %d event batch(es)", len(batch), exc_info=True)
+        if ok and self.sent_finishes is not None:
+            finished = [
+                post.workflow_id
+                for post in batch
+                if any(event.event == WORKFLOW_FINISHED for event in post.events)
+            ]
+            if finished:
+                try:
+                    self.sent_finishes(finished)
+                except Exception:
+                    logger.warning(
+                        "Could not record %d workflow_finished event(s) as published; the "
+                        "Sweeper will publish them again",
+                        len(finished),
+                        exc_info=True,
+                    )
         for post in batch:
             post.ok = ok
             if post.done is not None:

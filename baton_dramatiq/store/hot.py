@@ -165,7 +165,7 @@ class HotStatements:
               FROM jsonb_to_recordset(%(p_nodes)s) AS r({typed})
         """
         self.mark_published = (
-            f"UPDATE {completions} SET published_at = %(now)s WHERE workflow_id = %(wid)s"
+            f"UPDATE {completions} SET published_at = %(now)s WHERE workflow_id = ANY(%(wids)s)"
         )
 
     def insert(self, workflow: dict[str, Any]) -> str:

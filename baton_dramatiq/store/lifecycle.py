@@ -87,13 +87,14 @@ class Lifecycle(Gateway):
 
         return self.run(tx)
 
-    def mark_published(self, workflow_id: str) -> None:
-        """Record that `workflow_finished` went out for `workflow_id`."""
+    def mark_published(self, *workflow_ids: str) -> None:
+        """Record that `workflow_finished` went out for each of `workflow_ids`."""
         if self.driver is not None:
-            self.driver.execute(self._hot.mark_published, {"wid": workflow_id, "now": _now()})
+            params = {"wids": list(workflow_ids), "now": _now()}
+            self.driver.execute(self._hot.mark_published, params)
             return
         c = self.completions
-        stmt = sa.update(c).where(c.c.workflow_id == workflow_id).values(published_at=_now())
+        stmt = sa.update(c).where(c.c.workflow_id.in_(workflow_ids)).values(published_at=_now())
         self.run(lambda conn: conn.execute(stmt))
 
     @functools.cached_property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,22 @@ def test_allow_failed_deps_runs_with_the_results_that_arrived(cluster: Cluster) 
     view = baton.query.get_workflow(run.id, store=cluster.store)
     assert view.failed_steps == ("bad",)
     assert step_states(cluster, run.id)["after_bad"] == "cancelled"
+
+
+def test_each_workflow_finished_event_is_recorded_as_published(
+    cluster: Cluster,
+) -> None:
+    # Given workflows that finish at about the same time, one with a failed step
+    a = cluster.actors
+    runs = [diamond(cluster, name=f"brief:{n}").insert() for n in range(4)]
+    runs.append(baton.Workflow(name="failing").add("bad", a.boom.message()).insert())
+
+    # When they have finished
+    assert [run.wait(timeout=TIMEOUT) for run in runs] == ["completed"] * 4 + ["failed"]
+
+    # Then none is left for the Sweeper to publish again
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    wait_for(lambda: cluster.store.unpublished_finishes(before=later, limit=10) == [])
 
 
 def test_a_failing_step_is_retried_and_its_attempts_counted(cluster: Cluster) -> None:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from baton_dramatiq.bus import EventBus
-from baton_dramatiq.event_model import Event
+from baton_dramatiq.event_model import WORKFLOW_FINISHED, Event
 from baton_dramatiq.publisher import Publisher
 
 
@@ -68,6 +68,54 @@ def test_a_waiting_post_learns_that_the_bus_failed() -> None:
     assert publisher.post("w", [Event("e", {"n": 1})], wait=True) is False
     assert publisher.post("w", [Event("e", {"n": 2})], wait=False) is True  # fire and forget
     publisher.stop()
+
+
+def test_the_finishes_a_send_put_out_are_recorded_together_once_it_is_out() -> None:
+    bus = RecordingBus()
+    recorded: list[list[str]] = []
+    sent_when_recorded: list[int] = []
+
+    def sent_finishes(ids: list[str]) -> None:
+        sent_when_recorded.append(len(bus.sent()))
+        recorded.append(ids)
+
+    publisher = Publisher(bus, sent_finishes=sent_finishes)
+    with publisher._send_lock:  # a send in progress: the posts below pile up
+        publisher.post("w1", [Event("e", {"n": 1}), Event(WORKFLOW_FINISHED, {"n": 2})], wait=False)
+        publisher.post("w2", [Event("e", {"n": 3})], wait=False)
+        publisher.post("w3", [Event(WORKFLOW_FINISHED, {"n": 4})], wait=False)
+    publisher.stop()
+    assert recorded == [["w1", "w3"]]  # one call for the batch, finishes only
+    assert sent_when_recorded == [4]  # after the send
+
+
+def test_a_waiting_post_returns_after_the_finishes_it_went_out_with_are_recorded() -> None:
+    recorded: list[list[str]] = []
+    publisher = Publisher(RecordingBus(), sent_finishes=recorded.append)
+    try:
+        assert publisher.post("w", [Event(WORKFLOW_FINISHED, {"n": 1})], wait=True)
+        assert recorded == [["w"]]
+    finally:
+        publisher.stop()
+
+
+def test_finishes_the_bus_did_not_take_are_not_recorded() -> None:
+    recorded: list[list[str]] = []
+    publisher = Publisher(RecordingBus(fail=True), sent_finishes=recorded.append)
+    assert publisher.post("w", [Event(WORKFLOW_FINISHED, {"n": 1})], wait=True) is False
+    publisher.stop()
+    assert recorded == []
+
+
+def test_a_failure_to_record_finishes_does_not_fail_the_send() -> None:
+    def sent_finishes(ids: list[str]) -> None:
+        raise ConnectionError("the store is down")
+
+    bus = RecordingBus()
+    publisher = Publisher(bus, sent_finishes=sent_finishes)
+    assert publisher.post("w", [Event(WORKFLOW_FINISHED, {"n": 1})], wait=True) is True
+    publisher.stop()
+    assert bus.sent() == [("w", 1)]
 
 
 @pytest.mark.parametrize("wait", [True, False])
