@@ -2,8 +2,9 @@
 
 ``workflows.not_completed`` counts the steps discarded or cancelled so far, updated with
 ``remaining`` in the same UPDATE. A step's completion that brings ``remaining`` to zero
-while it is still zero (and the workflow is not cancelled) knows, without reading any
-step, that the workflow completed, and records the finish in its own statement.
+while ``not_completed`` is zero (and the workflow is not cancelled) knows, without
+reading any step, that the workflow completed, and records the finish in its own
+statement.
 
 Workflows that existed before this revision get the count from their steps.
 
