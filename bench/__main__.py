@@ -6,9 +6,11 @@
     python -m bench --json out.json  # default: bench/results/latest.json
     python -m bench --only profile   # the hot path of baton_dramatiq (needs py-spy)
     python -m bench --only idle      # a workflow sent to an idle worker, per worker_timeout
+    python -m bench --only store     # the store alone, from 8 threads: steps/s, CPU per step
     python -m bench --cleanup        # drop what a killed run left behind
 
-Scenarios: overhead, diamonds, fanin, scale, events (and profile, prune, idle, on request).
+Scenarios: overhead, diamonds, fanin, scale, events (and profile, prune, idle, store, on
+request).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ import redis
 
 from . import report
 from .config import Settings
-from .scenarios import diamonds, events, fanin, idle, overhead, profile, prune, scale
+from .scenarios import diamonds, events, fanin, idle, overhead, profile, prune, scale, store
 from .services import Services
 from .workers import ROOT
 
-SCENARIOS = {m.NAME: m for m in (overhead, diamonds, fanin, scale, events, profile, prune, idle)}
+SCENARIOS = {
+    m.NAME: m for m in (overhead, diamonds, fanin, scale, events, profile, prune, idle, store)
+}
 DEFAULT = ["overhead", "diamonds", "fanin", "scale", "events"]
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 

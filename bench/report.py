@@ -209,6 +209,21 @@ def prune(r: dict[str, Any]) -> str:
     )
 
 
+def store(r: dict[str, Any]) -> str:
+    head = (
+        f"**The store alone** ({num(r['diamonds'])} diamonds claimed and completed by "
+        f"{r['threads']} threads in one process, no broker, no events; median of "
+        f"{r['rounds']} rounds; CPU from /proc)\n\n"
+    )
+    columns = ["steps/s", "CPU: client, ms per step", "CPU: PostgreSQL, ms per step"]
+    row = [
+        num(r["steps_per_s"]),
+        num(r["client_cpu_ms_per_step"], 3),
+        num(r["postgres_cpu_ms_per_step"], 3),
+    ]
+    return head + table(columns, [row])
+
+
 def idle(r: dict[str, Any]) -> str:
     rows = []
     for run in r["runs"]:
@@ -240,6 +255,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "profile": profile,
     "prune": prune,
     "idle": idle,
+    "store": store,
 }
 
 
