@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+from collections.abc import Iterator
 
 import redis
 
@@ -13,6 +15,19 @@ from tests.support import services
 from tests.support.cluster import PostgresCluster, wait_for
 
 SWEEPER = {"BATON_TEST_SWEEP_INTERVAL": "0.3", "BATON_TEST_RESCUE_AFTER": "1"}
+
+
+@contextlib.contextmanager
+def observed(**env: str) -> Iterator[tuple[PostgresCluster, EventLog]]:
+    """A cluster of one worker process (2 threads) started with `env`, and a log of
+    every event, both closed on exit."""
+    cluster = PostgresCluster(processes=1, threads=2, **env)
+    log = EventLog(cluster.events)
+    try:
+        yield cluster, log
+    finally:
+        log.close()
+        cluster.close()
 
 
 def diamond(cluster: PostgresCluster) -> baton.Workflow:
@@ -55,9 +70,7 @@ def test_a_crash_after_a_commit_before_the_enqueue_is_recovered_by_the_sweeper(
 ) -> None:
     # Given a worker that dies right after committing fetch_sources' result,
     # before it enqueues the three steps that became ready
-    cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="after_commit")
-    log = EventLog(cluster.events)
-    try:
+    with observed(BATON_TEST_FAULT="after_commit") as (cluster, log):
         run = diamond(cluster).insert()
         assert cluster.workers[0].wait(timeout=30) == -9
         assert states(cluster, run.id) == {
@@ -73,18 +86,13 @@ def test_a_crash_after_a_commit_before_the_enqueue_is_recovered_by_the_sweeper(
 
         # Then the ready steps are rescued and the workflow finishes, exactly once
         assert_finished_once(cluster, log, run)
-    finally:
-        log.close()
-        cluster.close()
 
 
 def test_a_crash_before_workflow_finished_went_out_is_published_by_the_sweeper(
     pg_template: str,
 ) -> None:
     # Given a worker that dies after recording the finish, before publishing it
-    cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="before_finished")
-    log = EventLog(cluster.events)
-    try:
+    with observed(BATON_TEST_FAULT="before_finished") as (cluster, log):
         run = diamond(cluster).insert()
         assert cluster.workers[0].wait(timeout=30) == -9
         assert run.status() == "completed"
@@ -95,9 +103,6 @@ def test_a_crash_before_workflow_finished_went_out_is_published_by_the_sweeper(
         assert_finished_once(cluster, log, run)
         # the Sweeper marks it published right after it went out (publish, then mark)
         wait_for(lambda: cluster.store.get_workflow(run.id).published_at is not None)
-    finally:
-        log.close()
-        cluster.close()
 
 
 def test_a_workflow_whose_steps_all_complete_records_its_finish_with_the_last_step(
@@ -105,18 +110,13 @@ def test_a_workflow_whose_steps_all_complete_records_its_finish_with_the_last_st
 ) -> None:
     # Given a worker that would die between the last step's completion and a finish
     # recorded in a transaction of its own
-    cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="before_finish_recorded")
-    log = EventLog(cluster.events)
-    try:
+    with observed(BATON_TEST_FAULT="before_finish_recorded") as (cluster, log):
         # When every step of a workflow completes
         run = diamond(cluster).insert()
 
         # Then its finish went in with the last completion: the worker never got there
         assert_finished_once(cluster, log, run)
         assert cluster.workers[0].poll() is None
-    finally:
-        log.close()
-        cluster.close()
 
 
 def test_a_crash_before_the_finish_was_recorded_is_finished_by_the_sweeper(
@@ -125,10 +125,8 @@ def test_a_crash_before_the_finish_was_recorded_is_finished_by_the_sweeper(
     # Given a worker that dies after the last step's completion committed (PostgreSQL
     # commits it in one statement), before the workflow's finish was recorded: that
     # happens when a step did not complete, here one the fan-in step tolerates
-    cluster = PostgresCluster(processes=1, threads=2, BATON_TEST_FAULT="before_finish_recorded")
-    log = EventLog(cluster.events)
-    a = cluster.actors
-    try:
+    with observed(BATON_TEST_FAULT="before_finish_recorded") as (cluster, log):
+        a = cluster.actors
         run = (
             baton.Workflow(name="crash")
             .add("fetch_sources", a.echo.message({"documents": [1, 2]}))
@@ -167,17 +165,12 @@ def test_a_crash_before_the_finish_was_recorded_is_finished_by_the_sweeper(
             "keywords": 1,
             "compile_brief": 1,
         }
-    finally:
-        log.close()
-        cluster.close()
 
 
 def test_a_step_whose_message_the_broker_lost_is_rescued(pg_template: str) -> None:
     # Given a step executing on a worker that is killed, and a broker that then loses
     # every message (so nothing will ever be redelivered)
-    cluster = PostgresCluster(processes=1, threads=2)
-    log = EventLog(cluster.events)
-    try:
+    with observed() as (cluster, log):
         wf = diamond(cluster)
         wf.add("slow", cluster.actors.sleeper.message(1.0), deps=["fetch_sources"])
         run = wf.insert()
@@ -202,9 +195,6 @@ def test_a_step_whose_message_the_broker_lost_is_rescued(pg_template: str) -> No
         assert cluster.runs(run.id).count("slow") == 2
         wait_for(lambda: log.finished(run.id), timeout=30)
         assert len(log.finished(run.id)) == 1
-    finally:
-        log.close()
-        cluster.close()
 
 
 def test_two_sweepers_never_overlap_and_never_enqueue_a_step_twice(pg_template: str) -> None:
