@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,6 @@ from baton_dramatiq.store.tables import HEAD_REVISION, TABLE_NAMES, VERSION_TABL
 from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "postgresql-schema"])
-def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[baton.Store]:
-    """A store on a database that was never migrated."""
-    if request.param == "sqlite":
-        store = baton.Store(f"sqlite:///{tmp_path / 'm.db'}")
-        yield store
-        store.dispose()
-        return
-    name = services.create_database(migrated=False)
-    schema = "baton_space" if request.param == "postgresql-schema" else None
-    store = baton.Store(services.db_url(name), schema=schema)
-    yield store
-    store.dispose()
-    services.drop_database(name)
 
 
 def schema_objects(store: baton.Store) -> set[str]:

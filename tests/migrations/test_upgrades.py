@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 import baton_dramatiq as baton
-from tests.support import services
 
 ADDED = {
     "workflows": {"llm_spent_usd", "llm_reserved_usd"},
@@ -20,19 +17,8 @@ ADDED = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[baton.Store]:
-    if request.param == "sqlite":
-        sqlite = baton.Store(f"sqlite:///{tmp_path / 'm.db'}")
-        yield sqlite
-        sqlite.dispose()
-        return
-    request.getfixturevalue("pg_template")
-    name = services.create_database(migrated=False)
-    pg = baton.Store(services.db_url(name))
-    yield pg
-    pg.dispose()
-    services.drop_database(name)
+#: SQLite and PostgreSQL, not a schema of its own: the raw SQL below names tables unqualified
+ON_EACH_BACKEND = pytest.mark.parametrize("empty_store", ["sqlite", "postgresql"], indirect=True)
 
 
 def columns(store: baton.Store, table: str) -> set[str]:
@@ -40,9 +26,11 @@ def columns(store: baton.Store, table: str) -> set[str]:
         return {c["name"] for c in sa.inspect(conn).get_columns(table)}
 
 
+@ON_EACH_BACKEND
 def test_0002_adds_the_llm_columns_to_existing_rows_and_its_downgrade_removes_only_them(
-    store: baton.Store,
+    empty_store: baton.Store,
 ) -> None:
+    store = empty_store
     # Given a database at 0001 holding a workflow
     baton.migrations.upgrade(store, "0001")
     before = {table: columns(store, table) for table in ADDED}
@@ -73,9 +61,11 @@ def test_0002_adds_the_llm_columns_to_existing_rows_and_its_downgrade_removes_on
         assert conn.execute(sa.text("SELECT name FROM workflows")).scalar() == "old"
 
 
+@ON_EACH_BACKEND
 def test_0003_counts_each_workflows_steps_that_did_not_complete_and_its_downgrade_drops_it(
-    store: baton.Store,
+    empty_store: baton.Store,
 ) -> None:
+    store = empty_store
     # Given a database at 0002 holding a workflow with a step of each terminal state
     # (and one still pending) and a workflow with none settled
     baton.migrations.upgrade(store, "0002")
