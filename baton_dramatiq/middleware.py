@@ -162,7 +162,7 @@ class WorkflowMiddleware(Middleware):
         with self._in_flight_lock:
             self._in_flight[message.message_id] = (workflow_id, step_name)
         # no waiting: whatever this process publishes next about the step follows it
-        self._publish(workflow_id, [step_event(claim.change)], wait=False)
+        self._publisher.post(workflow_id, [step_event(claim.change)], wait=False)
 
     def in_flight(self) -> list[tuple[str, str]]:
         """``(workflow_id, step_name)`` of every step this process is executing."""
@@ -263,11 +263,11 @@ class WorkflowMiddleware(Middleware):
             workflow_id = transition.changes[0].workflow_id
             events = [step_event(c) for c in transition.changes]
             if transition.ready or (finished is None and not lazy_events):
-                self._publish(workflow_id, events)
+                self._publisher.post(workflow_id, events)
             else:
                 # sent now if nobody is sending, else by whoever is; a finish takes them
                 # along with its own event
-                self._publish(workflow_id, events, wait=False, eager=finished is None)
+                self._publisher.post(workflow_id, events, wait=False, eager=finished is None)
         for message in transition.ready:
             try:
                 enqueue_step(broker, message)
@@ -278,20 +278,12 @@ class WorkflowMiddleware(Middleware):
                 )
         if finished is not None:
             faults.point("before_finished")
-            self._publish(
+            self._publisher.post(
                 finished["workflow_id"],
                 [Event(WORKFLOW_FINISHED, finished)],
                 wait=not lazy_events,
                 eager=True,
             )
-
-    def _publish(
-        self, workflow_id: str, events: list[Event], *, wait: bool = True, eager: bool = False
-    ) -> bool:
-        """Publish; with `wait`, return once they are out (False: the bus failed, which
-        is logged: a bus that is down must not stop the workflow). `eager`: see
-        `Publisher.post`."""
-        return self._publisher.post(workflow_id, events, wait=wait, eager=eager)
 
     def _complete(self, broker: dramatiq.Broker, running: RunningStep, result: Any) -> None:
         ctx = running.context
