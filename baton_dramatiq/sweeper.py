@@ -220,11 +220,12 @@ class Sweeper(Middleware):
     def _publish(self, bus: EventBus | None, finishes: list[dict[str, Any]]) -> int:
         if bus is None:
             return 0  # a later sweep with a bus publishes them
-        for payload in finishes:
-            # published, then marked: a crash between the two repeats the event, which
-            # subscribers drop; the reverse order could lose it
-            bus.publish(payload["workflow_id"], [Event(WORKFLOW_FINISHED, payload)])
-            self.store.mark_published(payload["workflow_id"])
+        if not finishes:
+            return 0
+        # published, then marked: a crash between the two repeats the events, which
+        # subscribers drop; the reverse order could lose them
+        bus.publish_many([(p["workflow_id"], [Event(WORKFLOW_FINISHED, p)]) for p in finishes])
+        self.store.mark_published(*(p["workflow_id"] for p in finishes))
         return len(finishes)
 
     def _prune(self) -> dict[str, int]:
