@@ -53,7 +53,30 @@ def overhead(r: dict[str, Any]) -> str:
     )
     columns = ["contender", "work", "msgs (steps)/s", "ratio"]
     columns += ["CPU: workers", "CPU: PostgreSQL", "CPU: harness", "thread switches: workers"]
-    return head + table(columns, rows)
+    return head + table(columns, rows) + overhead_phases(r)
+
+
+def overhead_phases(r: dict[str, Any]) -> str:
+    phases = r["baton"].get("phases")
+    if not phases:
+        return ""
+    total = sum(p["ms"] for p in phases)
+    rows = [
+        [
+            p["phase"].replace("_", " "),
+            p["spans"],
+            num(p["ms"], 1),
+            f"{100 * p['ms'] / total:.0f} %",
+        ]
+        for p in phases
+    ]
+    middle_ms = next(p["ms"] for p in phases if p["phase"] == "middle")
+    return (
+        "\n\nWhere a baton_dramatiq round's time goes (medians of the rounds, from the"
+        f" steps' timestamps in the store); its {r['width']} middle steps ran at"
+        f" {num(r['width'] / (middle_ms / 1000))} steps/s:\n\n"
+        + table(["phase", "spans", "ms", "share"], rows)
+    )
 
 
 def diamonds(r: dict[str, Any]) -> str:

@@ -12,16 +12,23 @@ per second of each, their ratio, what a message (step) cost in CPU: the contende
 workers, the PostgreSQL server (every one of its processes; bare Dramatiq uses none of
 them) and the harness (which sends bare Dramatiq's messages and inserts the workflow),
 and how many times per message (step) the workers' threads switched (blocked or were
-preempted): with eight threads on one GIL, each blocking call costs several.
+preempted): with eight threads on one GIL, each blocking call costs several. And where
+a baton_dramatiq round's time went: its phases (`PHASES`), from the steps' timestamps
+in the store, so that a change shows whether it moved the steps' own rate (the middle
+phase) or a fixed cost around it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from baton_dramatiq import query
 
 from ..config import Settings
 from ..contenders import bare_app, baton_app
@@ -32,18 +39,58 @@ from ..stats import median
 NAME = "overhead"
 
 
-def run_baton(client: baton_app.Client, width: int, timeout: float) -> float:
-    """Seconds from insert to the finish of one 1 -> width -> 1 workflow."""
+def run_baton(client: baton_app.Client, width: int, timeout: float) -> baton_app.Finish:
+    """One 1 -> width -> 1 workflow, from insert to finish."""
     finish = client.run_to_finish(baton_app.wide(client.actors, width + 2), timeout)
     if finish.view.outcome != "completed":
         raise RuntimeError(f"overhead workflow ended {finish.view.outcome}")
-    return finish.seconds
+    return finish
+
+
+#: a round's phases, in order: what each one spans
+PHASES = {
+    "insert": "the insert (steps written, the first step enqueued)",
+    "first_step_waits": "insert returned → first step started",
+    "first_step": "first step started → finished",
+    "fan_out": "first step finished → first middle step started",
+    "middle": "first middle step started → last one finished",
+    "fan_in": "last middle step finished → last step started",
+    "last_step": "last step started → finished (the workflow's finish)",
+}
+
+
+def phases(client: baton_app.Client, finish: baton_app.Finish) -> dict[str, float]:
+    """Where a round's time went, in ms, from the store's step timestamps (read after
+    the round, so the reading costs the round nothing)."""
+    steps = {s.step_name: s for s in query.get_workflow_steps(finish.view.id, store=client.store)}
+    first, last = steps.pop("start"), steps.pop("end")
+    middles = steps.values()
+
+    def at(moment: dt.datetime | None) -> float:
+        assert moment is not None
+        return moment.timestamp()
+
+    marks = [
+        finish.started_at,
+        finish.inserted_at,
+        at(first.started_at),
+        at(first.finished_at),
+        min(at(s.started_at) for s in middles),
+        max(at(s.finished_at) for s in middles),
+        at(last.started_at),
+        at(last.finished_at),
+    ]
+    return {
+        name: 1000 * (end - begin)
+        for name, (begin, end) in zip(PHASES, itertools.pairwise(marks), strict=True)
+    }
 
 
 def run(services: Services, settings: Settings) -> dict[str, Any]:
     width, messages = settings.overhead_width, settings.overhead_width + 2
     bare_s: list[float] = []
     baton_s: list[float] = []
+    baton_phases: list[dict[str, float]] = []
     cpu: dict[str, list[CpuSplit]] = {"bare": [], "baton": []}
     with (
         bare_app.running(services, settings) as bare,
@@ -55,7 +102,9 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
             with measure_cpu(bare.workers.pids, cpu["bare"]):
                 bare_s.append(bare.run_messages(messages, settings.timeout_s))
             with measure_cpu(baton.workers.pids, cpu["baton"]):
-                baton_s.append(run_baton(baton, width, settings.timeout_s))
+                finish = run_baton(baton, width, settings.timeout_s)
+            baton_s.append(finish.seconds)
+            baton_phases.append(phases(baton, finish))
     bare_rate = messages / median(bare_s)
     baton_rate = messages / median(baton_s)
     return {
@@ -71,6 +120,10 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
             "seconds": baton_s,
             "msgs_per_s": baton_rate,
             "cpu_ms_per_msg": per_msg(cpu["baton"], messages),
+            "phases": [
+                {"phase": name, "spans": spans, "ms": median([p[name] for p in baton_phases])}
+                for name, spans in PHASES.items()
+            ],
         },
         "ratio": baton_rate / bare_rate,
     }
