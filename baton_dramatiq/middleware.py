@@ -39,7 +39,7 @@ from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_eve
 from .publisher import Publisher
 from .setup import STEP_OPTION, process_name
 from .store import Claim, Store, Transition
-from .workflow import enqueue_step
+from .workflow import enqueue_steps
 
 logger = logging.getLogger("baton_dramatiq")
 
@@ -268,14 +268,12 @@ class WorkflowMiddleware(Middleware):
                 # sent now if nobody is sending, else by whoever is; a finish takes them
                 # along with its own event
                 self._publisher.post(workflow_id, events, wait=False, eager=finished is None)
-        for message in transition.ready:
-            try:
-                enqueue_step(broker, message)
-            except Exception:
-                # the step stays `available` in the store; the Sweeper re-enqueues it
-                logger.exception(
-                    "Could not enqueue step %r", message.get("options", {}).get(STEP_OPTION)
-                )
+        try:
+            enqueue_steps(broker, transition.ready)
+        except Exception:
+            # the steps stay `available` in the store; the Sweeper re-enqueues them
+            steps = [m.get("options", {}).get(STEP_OPTION) for m in transition.ready]
+            logger.exception("Could not enqueue ready steps %r", steps)
         if finished is not None:
             faults.point("before_finished")
             self._publisher.post(

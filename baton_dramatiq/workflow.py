@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
+import functools
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
 
 from . import states as S
 from .actor import WorkflowActor
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 MAX_NAME = 255
+#: ready steps sent to Redis in one round trip: a fan-out's first batch is out, and its
+#: steps running, while the next is built
+ENQUEUE_BATCH = 50
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,9 +151,8 @@ class Workflow:
         order = self.validate(setup.broker)
         workflow_row, node_rows = self._rows(order)
         setup.store.insert_workflow(workflow_row, node_rows)
-        for row in node_rows:
-            if row["state"] == S.AVAILABLE:
-                enqueue_step(setup.broker, row["message"])
+        ready = [row["message"] for row in node_rows if row["state"] == S.AVAILABLE]
+        enqueue_steps(setup.broker, ready)
         return WorkflowRun(self.id, self.name, setup)
 
     def _rows(self, order: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -202,6 +208,41 @@ def enqueue_step(broker: dramatiq.Broker, message: dict[str, Any], *, new_id: bo
     if new_id:
         fields["message_id"] = dramatiq.message.generate_unique_id()
     broker.enqueue(dramatiq.Message(**fields))
+
+
+def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -> None:
+    """Enqueue stored step messages, each as `enqueue_step` does.
+
+    On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each:
+    a worker that waits for each of a fan-out's messages in turn holds back the very
+    threads that would run them. Raises what the broker raised, leaving the steps of
+    that batch and the ones after it unsent (they stay available in the store, and the
+    Sweeper enqueues them).
+    """
+    if len(messages) < 2 or not isinstance(broker, RedisBroker):
+        for message in messages:
+            enqueue_step(broker, message)
+        return
+    for start in range(0, len(messages), ENQUEUE_BATCH):
+        with broker.client.pipeline(transaction=False) as pipe:
+            batched = _dispatching_on(broker, pipe)
+            for message in messages[start : start + ENQUEUE_BATCH]:
+                enqueue_step(batched, message)
+            pipe.execute()
+
+
+def _dispatching_on(broker: RedisBroker, pipe: redis.client.Pipeline) -> RedisBroker:
+    """A shallow copy of `broker` whose Lua dispatch script waits on `pipe`.
+
+    It shares the broker's middleware, actors and connections: `enqueue` on it builds
+    each message and runs the middleware's enqueue hooks as ever, and only its one call
+    to Redis is queued on the pipeline. (Were a Dramatiq release to stop reading the
+    script from `scripts`, the copy would enqueue each message itself: slower, as right.)
+    """
+    batched = copy.copy(broker)
+    dispatch = functools.partial(broker.scripts["dispatch"], client=pipe)
+    batched.scripts = {**broker.scripts, "dispatch": dispatch}
+    return batched
 
 
 def check_step_name(name: object) -> None:

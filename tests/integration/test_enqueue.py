@@ -1,0 +1,157 @@
+"""Ready steps on their way to the broker: batched on Redis, whole and in order."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from baton_dramatiq.setup import STEP_OPTION
+from baton_dramatiq.workflow import ENQUEUE_BATCH, enqueue_steps
+from tests.support import services
+
+
+class EnqueueHooks(dramatiq.Middleware):
+    """Notes the message ids every enqueue hook saw, in order."""
+
+    def __init__(self) -> None:
+        self.before: list[str] = []
+        self.after: list[str] = []
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: Any) -> None:
+        self.before.append(message.message_id)
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: Any) -> None:
+        self.after.append(message.message_id)
+
+
+class CountedPipelines:
+    """Wraps a Redis client's `pipeline`: counts the pipelines executed, and fails the
+    execution numbered `fail_at` (from 1) when set."""
+
+    def __init__(self, broker: RedisBroker, fail_at: int | None = None) -> None:
+        self.executed, self.fail_at = 0, fail_at
+        make = broker.client.pipeline
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = make(*args, **kwargs)
+            execute = pipe.execute
+
+            def counted(*a: Any, **k: Any) -> Any:
+                self.executed += 1
+                if self.executed == self.fail_at:
+                    raise ConnectionError("the connection dropped")
+                return execute(*a, **k)
+
+            pipe.execute = counted
+            return pipe
+
+        broker.client.pipeline = pipeline
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[tuple[RedisBroker, EnqueueHooks, str]]:
+    namespace = services.new_namespace()
+    broker = RedisBroker(url=services.REDIS_URL, namespace=namespace)
+    hooks = EnqueueHooks()
+    broker.add_middleware(hooks)
+    dramatiq.actor(lambda: None, actor_name="noop", broker=broker)
+    try:
+        yield broker, hooks, namespace
+    finally:
+        broker.close()
+        services.drop_namespace(namespace)
+
+
+def step_messages(count: int) -> list[dict[str, Any]]:
+    """Stored step messages, as a workflow's rows hold them."""
+    return [
+        dramatiq.Message(
+            queue_name="default",
+            actor_name="noop",
+            args=(),
+            kwargs={},
+            options={STEP_OPTION: ["wf", f"n{i}"]},
+        ).asdict()
+        for i in range(count)
+    ]
+
+
+def queued(broker: RedisBroker, namespace: str) -> list[dict[str, Any]]:
+    """The messages waiting on the default queue, in queue order."""
+    ids = broker.client.lrange(f"{namespace}:default", 0, -1)
+    bodies = broker.client.hmget(f"{namespace}:default.msgs", ids) if ids else []
+    return [json.loads(body) for body in bodies]
+
+
+def test_a_fan_out_goes_to_redis_a_batch_a_round_trip_each_message_whole_and_in_order(
+    redis_broker: tuple[RedisBroker, EnqueueHooks, str],
+) -> None:
+    broker, hooks, namespace = redis_broker
+    messages = step_messages(2 * ENQUEUE_BATCH + 20)
+    pipelines = CountedPipelines(broker)
+    sent_from = int(time.time() * 1000)
+
+    enqueue_steps(broker, messages)
+
+    # one round trip a batch, the last one partly filled
+    assert pipelines.executed == 3
+    # every message once, in order, whole, stamped at its enqueue, with its own Redis id
+    on_queue = queued(broker, namespace)
+    ids = [m["message_id"] for m in messages]
+    assert [m["message_id"] for m in on_queue] == ids
+    assert [m["options"][STEP_OPTION] for m in on_queue] == [["wf", f"n{i}"] for i in range(120)]
+    assert all(m["message_timestamp"] >= sent_from for m in on_queue)
+    assert len({m["options"]["redis_message_id"] for m in on_queue}) == len(messages)
+    # and the broker's middleware saw each enqueue, before and after
+    assert hooks.before == ids and hooks.after == ids
+
+
+def test_a_failed_batch_raises_and_sends_nothing_after_it(
+    redis_broker: tuple[RedisBroker, EnqueueHooks, str],
+) -> None:
+    broker, _, namespace = redis_broker
+    messages = step_messages(3 * ENQUEUE_BATCH)
+    CountedPipelines(broker, fail_at=2)
+
+    with pytest.raises(ConnectionError):
+        enqueue_steps(broker, messages)
+
+    # the first batch is out; the rest stays available in the store for the Sweeper
+    on_queue = queued(broker, namespace)
+    assert [m["message_id"] for m in on_queue] == [
+        m["message_id"] for m in messages[:ENQUEUE_BATCH]
+    ]
+
+
+def test_a_single_step_goes_out_on_its_own(
+    redis_broker: tuple[RedisBroker, EnqueueHooks, str],
+) -> None:
+    broker, hooks, namespace = redis_broker
+    pipelines = CountedPipelines(broker)
+    [message] = step_messages(1)
+
+    enqueue_steps(broker, [message])
+
+    assert pipelines.executed == 0
+    assert [m["message_id"] for m in queued(broker, namespace)] == [message["message_id"]]
+    assert hooks.after == [message["message_id"]]
+
+
+def test_other_brokers_get_each_step_through_their_own_enqueue() -> None:
+    stub = StubBroker()
+    hooks = EnqueueHooks()
+    stub.add_middleware(hooks)
+    dramatiq.actor(lambda: None, actor_name="noop", broker=stub)
+    messages = step_messages(3)
+
+    enqueue_steps(stub, messages)
+
+    assert stub.queues["default"].qsize() == 3
+    assert hooks.after == [m["message_id"] for m in messages]
