@@ -87,7 +87,7 @@ class _RedisSubscription(RawSubscription):
         self._pubsub = self._connect()
 
     def _connect(self) -> Any:
-        pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         pubsub.subscribe(*self._channels)
         # live on return: wait for the server to confirm every channel
         confirmed, deadline = 0, time.monotonic() + 10
