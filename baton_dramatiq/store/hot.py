@@ -95,20 +95,16 @@ class HotStatements:
                  WHERE w.id = %(wid)s AND EXISTS (SELECT FROM done)
              RETURNING w.remaining, w.cancelled, w.not_completed
             )"""
-        #: the completion of a step with dependents: its result, its dependents'
-        #: counters and the workflow's count of steps left
-        self.complete = f"""{done}, ready AS (
+
+        def completion(dependents: str) -> str:
+            """The completion of a step whose dependents `dependents` picks out."""
+            return f"""{done}, ready AS (
                 UPDATE {nodes} AS d
                    SET pending_deps = d.pending_deps - 1,
                        state = CASE WHEN d.pending_deps = 1 THEN '{S.AVAILABLE}'
                                     ELSE d.state END,
                        due_at = CASE WHEN d.pending_deps = 1 THEN %(now)s ELSE d.due_at END
-                 WHERE d.workflow_id = %(wid)s AND d.step_name = ANY(%(dependents)s)
-                   -- bounds on the key's second column: without statistics the planner
-                   -- leaves `= ANY` as a filter over all the workflow's steps, but
-                   -- bounds always narrow the index scan (to one key for one dependent)
-                   AND d.step_name BETWEEN (SELECT min(name) FROM unnest(%(dependents)s) AS name)
-                                       AND (SELECT max(name) FROM unnest(%(dependents)s) AS name)
+                 WHERE d.workflow_id = %(wid)s AND {dependents}
                    AND (d.state = '{S.PENDING}') IS TRUE AND EXISTS (SELECT FROM done)
              RETURNING d.state, d.message
             )
@@ -117,6 +113,21 @@ class HotStatements:
                       FROM ready WHERE ready.state = '{S.AVAILABLE}') AS ready_messages
               FROM done, counted
         """
+
+        #: the completion of a step with dependents: its result, its dependents'
+        #: counters and the workflow's count of steps left
+        self.complete = completion(
+            """d.step_name = ANY(%(dependents)s)
+                   -- bounds on the key's second column: without statistics the planner
+                   -- leaves `= ANY` as a filter over all the workflow's steps, but
+                   -- bounds always narrow the index scan (to one key for one dependent)
+                   AND d.step_name BETWEEN (SELECT min(name) FROM unnest(%(dependents)s) AS name)
+                                       AND (SELECT max(name) FROM unnest(%(dependents)s) AS name)"""
+        )
+        #: the same for a step with one dependent, as in a chain or a fan-out's middle:
+        #: a plan with no array and no bounds to work out (5 % more steps a second
+        #: through the store alone)
+        self.complete_one = completion("d.step_name = %(dependent)s")
         #: the completion of a step without dependents, and the finish of its workflow
         #: when it was the last step and every step completed: the step that settles a
         #: workflow's last is always one without dependents, unless a step failed

@@ -163,7 +163,14 @@ class Transitions(Lifecycle):
         assert self.driver is not None
         tr = Transition()
         hot = self._hot
-        row = self.driver.one(hot.complete if params["dependents"] else hot.complete_sink, params)
+        dependents = params["dependents"]
+        if not dependents:
+            sql = hot.complete_sink
+        elif len(dependents) == 1:
+            sql, params = hot.complete_one, dict(params, dependent=dependents[0])
+        else:
+            sql = hot.complete
+        row = self.driver.one(sql, params)
         if row is None:
             return tr  # cancelled or taken over meanwhile: the result is dropped
         now = params["now"]

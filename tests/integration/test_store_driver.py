@@ -195,9 +195,14 @@ def test_the_hot_path_keeps_to_the_stores_schema(pg_template: str) -> None:
     try:
         baton.migrations.upgrade(store)
 
-        # When a workflow is inserted, claimed, completed and finished on the hot path
-        workflow_id = two_steps(store)
-        for step, dependents in (("a", ["b"]), ("b", [])):
+        # When a workflow is inserted, claimed, completed and finished on the hot path,
+        # through each of its completions: two dependents, one, none
+        message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
+        wf = baton.Workflow(name="schema").add("a", message)
+        wf.add("b", message, deps=["a"]).add("c", message, deps=["a"]).add("d", message, deps=["b"])
+        store.insert_workflow(*wf._rows(wf.validate()))
+        workflow_id = wf.id
+        for step, dependents in (("a", ["b", "c"]), ("b", ["d"]), ("c", []), ("d", [])):
             claim = store.claim(workflow_id, step, worker_id="w1", stale_before=STALE)
             assert isinstance(claim, Claim)
             transition = store.complete(
@@ -208,7 +213,7 @@ def test_the_hot_path_keeps_to_the_stores_schema(pg_template: str) -> None:
         assert transition.finished is not None
         assert transition.finished["outcome"] == "completed"
         store.mark_published(workflow_id)
-        assert store.get_results(workflow_id) == {"a": "a", "b": "b"}
+        assert store.get_results(workflow_id) == {"a": "a", "b": "b", "c": "c", "d": "d"}
         with psycopg.connect(services.db_url(name).replace("+psycopg", "")) as conn:
             tables = conn.execute(
                 "SELECT table_schema, count(*) FROM information_schema.tables"
@@ -249,25 +254,15 @@ def test_a_steps_claim_and_completion_read_their_rows_by_key_in_a_wide_workflow(
     assert isinstance(claim, Claim)
     store.complete(wf.id, "src", claim.attempt, None, dependents=middles)
 
-    # When a middle step's claim and completion run, prepared as the driver runs them
+    # When two middle steps' claims and completions run, prepared as the driver runs
+    # them: one by the statement for a single dependent, one by the one for any number
     now = dt.datetime.now(dt.UTC)
-    statements = [
-        (
-            store._hot.claim,
-            {"wid": wf.id, "step": "m150", "worker": "w1", "now": now, "stale": STALE},
-        ),
-        (
-            store._hot.complete,
-            {
-                "wid": wf.id,
-                "step": "m150",
-                "attempt": 1,
-                "result": "1",
-                "now": now,
-                "dependents": ["sink"],
-            },
-        ),
-    ]
+    statements = []
+    for step, complete in (("m150", store._hot.complete_one), ("m151", store._hot.complete)):
+        claimed = {"wid": wf.id, "step": step, "worker": "w1", "now": now, "stale": STALE}
+        completed = {"wid": wf.id, "step": step, "attempt": 1, "result": "1", "now": now}
+        completed.update(dependent="sink", dependents=["sink"])
+        statements += [(store._hot.claim, claimed), (complete, completed)]
     url = pg_url.replace("+psycopg", "")
     with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
         conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
@@ -276,11 +271,16 @@ def test_a_steps_claim_and_completion_read_their_rows_by_key_in_a_wide_workflow(
             explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
             plan = explained.fetchone()[0][0]["Plan"]
             removed.append(rows_filtered_out(plan, "workflow_nodes"))
+        (sink_waits_on,) = conn.execute(
+            "SELECT pending_deps FROM workflow_nodes WHERE workflow_id = %s AND step_name = 'sink'",
+            (wf.id,),
+        ).fetchone()
 
     # Then each read the rows it needed by their key, not the workflow's 302 rows
-    assert removed == [0, 0]
-    steps = {s.step_name: s.state for s in baton.query.get_workflow_steps(wf.id, store=store)}
-    assert steps["m150"] == "completed" and steps["sink"] == "pending"
+    assert removed == [0, 0, 0, 0]
+    steps = {s.step_name: s for s in baton.query.get_workflow_steps(wf.id, store=store)}
+    assert steps["m150"].state == steps["m151"].state == "completed"
+    assert steps["sink"].state == "pending" and sink_waits_on == 298
 
 
 def test_the_driver_binds_named_parameters_however_often_and_in_whatever_type_they_come(
