@@ -219,16 +219,16 @@ def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -
     that batch and the ones after it unsent (they stay available in the store, and the
     Sweeper enqueues them).
     """
-    if len(messages) < 2 or not isinstance(broker, RedisBroker):
-        for message in messages:
-            enqueue_step(broker, message)
+    if len(messages) > 1 and isinstance(broker, RedisBroker) and "dispatch" in broker.scripts:
+        for start in range(0, len(messages), ENQUEUE_BATCH):
+            with broker.client.pipeline(transaction=False) as pipe:
+                batched = _dispatching_on(broker, pipe)
+                for message in messages[start : start + ENQUEUE_BATCH]:
+                    enqueue_step(batched, message)
+                pipe.execute()
         return
-    for start in range(0, len(messages), ENQUEUE_BATCH):
-        with broker.client.pipeline(transaction=False) as pipe:
-            batched = _dispatching_on(broker, pipe)
-            for message in messages[start : start + ENQUEUE_BATCH]:
-                enqueue_step(batched, message)
-            pipe.execute()
+    for message in messages:
+        enqueue_step(broker, message)
 
 
 def _dispatching_on(broker: RedisBroker, pipe: redis.client.Pipeline) -> RedisBroker:
@@ -237,7 +237,8 @@ def _dispatching_on(broker: RedisBroker, pipe: redis.client.Pipeline) -> RedisBr
     It shares the broker's middleware, actors and connections: `enqueue` on it builds
     each message and runs the middleware's enqueue hooks as ever, and only its one call
     to Redis is queued on the pipeline. (Were a Dramatiq release to stop reading the
-    script from `scripts`, the copy would enqueue each message itself: slower, as right.)
+    script from `scripts`, the copy would enqueue each message itself: slower, as right;
+    without the script there, `enqueue_steps` does not batch at all.)
     """
     batched = copy.copy(broker)
     dispatch = functools.partial(broker.scripts["dispatch"], client=pipe)
