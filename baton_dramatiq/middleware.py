@@ -272,8 +272,10 @@ class WorkflowMiddleware(Middleware):
             enqueue_steps(broker, transition.ready)
         except Exception:
             # the steps stay `available` in the store; the Sweeper re-enqueues them
-            steps = [m.get("options", {}).get(STEP_OPTION) for m in transition.ready]
-            logger.exception("Could not enqueue ready steps %r", steps)
+            steps = [m.get("options", {}).get(STEP_OPTION) for m in transition.ready[:5]]
+            logger.exception(
+                "Could not enqueue %d ready steps, among them %r", len(transition.ready), steps
+            )
         if finished is not None:
             faults.point("before_finished")
             self._publisher.post(

@@ -215,9 +215,9 @@ def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -
 
     On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each:
     a worker that waits for each of a fan-out's messages in turn holds back the very
-    threads that would run them. Raises what the broker raised, leaving the steps of
-    that batch and the ones after it unsent (they stay available in the store, and the
-    Sweeper enqueues them).
+    threads that would run them. Raises what the broker raised; the steps of the batch
+    that failed and of the batches after it may not have gone out (they stay available
+    in the store, and the Sweeper enqueues them).
     """
     if len(messages) > 1 and isinstance(broker, RedisBroker) and "dispatch" in broker.scripts:
         for start in range(0, len(messages), ENQUEUE_BATCH):

@@ -121,3 +121,31 @@ def test_a_transition_applied_from_outside_a_worker_waits_for_its_events(setup) 
     bus.gate.set()
     applying.join(5)
     assert bus.sent == [("a", 0)]
+
+
+def test_ready_steps_that_cannot_be_enqueued_are_logged_and_left_to_the_sweeper(
+    setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker, middleware, bus = setup
+    bus.gate.set()
+    ready = [
+        dramatiq.Message(
+            queue_name="default", actor_name="noop", args=(), kwargs={}, options={}
+        ).asdict()
+        for _ in range(7)
+    ]
+
+    def refuse(message: object, *, delay: object = None) -> None:
+        raise ConnectionError("the broker is down")
+
+    monkeypatch.setattr(broker, "enqueue", refuse)
+
+    # When a completion made seven steps ready and the broker refuses them
+    middleware.apply(broker, Transition(changes=[completed("a")], ready=ready), lazy_events=True)
+
+    # Then the worker goes on (the store keeps them available for the Sweeper), having
+    # said how many it could not enqueue and sent the step's event all the same
+    [record] = [r for r in caplog.records if "Could not enqueue" in r.getMessage()]
+    assert record.getMessage().startswith("Could not enqueue 7 ready steps")
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ConnectionError)
+    assert bus.sent == [("a", 0)]
