@@ -61,6 +61,13 @@ def completed(step: str) -> StepChange:
     )
 
 
+def step_message() -> dict[str, object]:
+    """A ready step's stored message, as a completion hands it back."""
+    return dramatiq.Message(
+        queue_name="default", actor_name="noop", args=(), kwargs={}, options={}
+    ).asdict()
+
+
 def wait_for(condition: object, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
@@ -89,9 +96,7 @@ def test_a_completion_that_makes_nothing_ready_does_not_wait_for_a_busy_bus(setu
 
 def test_a_completion_that_makes_a_step_ready_enqueues_it_after_its_event_is_out(setup) -> None:
     broker, middleware, bus = setup
-    ready = dramatiq.Message(
-        queue_name="default", actor_name="noop", args=(), kwargs={}, options={}
-    ).asdict()
+    ready = step_message()
     transition = Transition(changes=[completed("a")], ready=[ready])
 
     # When a worker records a completion that makes a step ready, while the bus is held
@@ -128,12 +133,7 @@ def test_ready_steps_that_cannot_be_enqueued_are_logged_and_left_to_the_sweeper(
 ) -> None:
     broker, middleware, bus = setup
     bus.gate.set()
-    ready = [
-        dramatiq.Message(
-            queue_name="default", actor_name="noop", args=(), kwargs={}, options={}
-        ).asdict()
-        for _ in range(7)
-    ]
+    ready = [step_message() for _ in range(7)]
 
     def refuse(message: object, *, delay: object = None) -> None:
         raise ConnectionError("the broker is down")
