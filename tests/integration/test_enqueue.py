@@ -155,3 +155,21 @@ def test_other_brokers_get_each_step_through_their_own_enqueue() -> None:
 
     assert stub.queues["default"].qsize() == 3
     assert hooks.after == [m["message_id"] for m in messages]
+
+
+def test_a_batch_redis_has_lost_the_script_for_goes_out_once_the_script_is_loaded(
+    redis_broker: tuple[RedisBroker, EnqueueHooks, str],
+) -> None:
+    # Given a Redis that has forgotten Dramatiq's scripts, as after a restart
+    broker, _, namespace = redis_broker
+    broker.client.script_flush()
+    pipelines = CountedPipelines(broker)
+    messages = step_messages(3)
+
+    enqueue_steps(broker, messages)
+
+    # the batch was refused whole, then sent again, whole and once
+    assert pipelines.executed == 2
+    assert [m["message_id"] for m in queued(broker, namespace)] == [
+        m["message_id"] for m in messages
+    ]
