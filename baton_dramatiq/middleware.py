@@ -25,7 +25,7 @@ from dramatiq.common import compute_backoff
 from dramatiq.middleware import Middleware, Retries, SkipMessage
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
-from . import faults, migrations
+from . import faults, migrations, wakeup
 from .actor import Discarded, Snoozed
 from .context import RunningStep, StepContext, _running
 from .errors import (
@@ -113,8 +113,10 @@ class WorkflowMiddleware(Middleware):
             migrations.check(self.store)  # SchemaOutOfDate is a MiddlewareError: boot stops
         self._heartbeat = _Heartbeat(self, self.claim_timeout / 3)
         self._heartbeat.start()
+        wakeup.wake_consumers(broker)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        wakeup.stop_waking(broker)
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None

@@ -16,6 +16,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from . import states as S
+from . import wakeup
 from .actor import WorkflowActor
 from .errors import (
     CycleError,
@@ -214,11 +215,12 @@ def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -
 
     On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each:
     a worker that waits for each of a fan-out's messages in turn holds back the very
-    threads that would run them. Raises what the broker raised; the steps of the batch
-    that failed and of the batches after it may not have gone out (they stay available
-    in the store, and the Sweeper enqueues them).
+    threads that would run them. Each batch also wakes idle consumers of its queues
+    (`wakeup`). Raises what the broker raised; the steps of the batch that failed and
+    of the batches after it may not have gone out (they stay available in the store,
+    and the Sweeper enqueues them).
     """
-    if len(messages) > 1 and isinstance(broker, RedisBroker) and "dispatch" in broker.scripts:
+    if isinstance(broker, RedisBroker) and "dispatch" in broker.scripts:
         for start in range(0, len(messages), ENQUEUE_BATCH):
             batch = messages[start : start + ENQUEUE_BATCH]
             try:
@@ -238,6 +240,7 @@ def _enqueue_batch(broker: RedisBroker, batch: Sequence[dict[str, Any]]) -> None
         batched = _dispatching_on(broker, pipe)
         for message in batch:
             enqueue_step(batched, message)
+        wakeup.publish_wakes(pipe, broker, batch)
         pipe.execute()
 
 

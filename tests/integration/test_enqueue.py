@@ -130,7 +130,7 @@ def test_a_failed_batch_raises_and_sends_nothing_after_it(
     ]
 
 
-def test_a_single_step_goes_out_on_its_own(
+def test_a_single_step_goes_out_in_one_round_trip_with_its_wake(
     redis_broker: tuple[RedisBroker, EnqueueHooks, str],
 ) -> None:
     broker, hooks, namespace = redis_broker
@@ -139,7 +139,7 @@ def test_a_single_step_goes_out_on_its_own(
 
     enqueue_steps(broker, [message])
 
-    assert pipelines.executed == 0
+    assert pipelines.executed == 1
     assert [m["message_id"] for m in queued(broker, namespace)] == [message["message_id"]]
     assert hooks.after == [message["message_id"]]
 

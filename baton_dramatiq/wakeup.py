@@ -1,0 +1,147 @@
+"""Idle Redis consumers woken by the steps enqueued for them.
+
+Dramatiq's Redis consumer polls. When its queue is empty it sleeps, a little longer each
+time, up to the worker's `worker_timeout` (1 s by default), and a message enqueued
+meanwhile waits for it to wake up. In a workflow each step is enqueued when the one
+before it finishes, so on an idle worker every hop of a chain would pay that wait.
+
+So whoever enqueues steps (`enqueue_steps`) also publishes one wake on each of the
+batch's queues, on the same pipeline, after the messages. In a worker process,
+`WorkflowMiddleware` makes the broker's consumers spend their back-off listening on
+their queue's wake channel instead of in `time.sleep`: a wake ends the wait of every
+consumer of the queue, each fetches at once, and those that find nothing wait again.
+The wait is timed by the client, so a consumer that hears nothing fetches again after
+its back-off exactly as Dramatiq's own does (a blocking pop's timeout on an idle Redis
+runs up to 100 ms late). Messages sent otherwise (`actor.send`) wake nobody: they are
+fetched after the back-off, as ever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import compute_backoff, q_name
+from dramatiq.errors import ConnectionClosed
+
+#: how often a consumer that never waits reads off the wakes it missed, in seconds:
+#: unread, they would pile up in Redis's output buffer for its connection
+DRAIN_EVERY = 0.5
+#: how long a new consumer waits for Redis to confirm its subscription, in seconds
+SUBSCRIBED_WITHIN = 5.0
+
+
+def wake_channel(broker: RedisBroker, queue_name: str) -> str:
+    """The channel the consumers of `queue_name` listen on (channels span databases,
+    so the name holds the broker's)."""
+    db = broker.client.connection_pool.connection_kwargs.get("db", 0)
+    return f"{broker.namespace}:{queue_name}.wake:{db}"
+
+
+def publish_wakes(
+    pipe: redis.client.Pipeline, broker: RedisBroker, messages: Sequence[dict[str, Any]]
+) -> None:
+    """Queue on `pipe`, after `messages`, a wake for each of their queues."""
+    for queue_name in dict.fromkeys(message["queue_name"] for message in messages):
+        pipe.publish(wake_channel(broker, queue_name), "1")
+
+
+def wake_consumers(broker: dramatiq.Broker) -> None:
+    """Make the consumers `broker` creates from now on, in this process, listen for
+    wakes. Only a RedisBroker's consumers poll; any other broker is left as it is, and
+    so is a RedisBroker whose consumers are not Dramatiq's own."""
+    if not isinstance(broker, RedisBroker) or "consume" in vars(broker):
+        return
+    consume = broker.consume
+
+    def waking_consume(queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        if queue_name != q_name(queue_name):  # a delay queue: no step wakes it
+            return consume(queue_name, prefetch, timeout)
+        # made with no idle timeout, Dramatiq's consumer never sleeps: WakingConsumer waits
+        consumer = consume(queue_name, prefetch, 0)
+        if not hasattr(consumer, "outstanding_message_count"):
+            consumer.close()
+            return consume(queue_name, prefetch, timeout)
+        return WakingConsumer(consumer, broker.client, wake_channel(broker, queue_name), timeout)
+
+    broker.consume = waking_consume  # type: ignore[method-assign]
+
+
+def stop_waking(broker: dramatiq.Broker) -> None:
+    """Undo `wake_consumers`: consumers created from now on sleep as Dramatiq's do."""
+    vars(broker).pop("consume", None)
+
+
+class WakingConsumer(Consumer):
+    """A Redis consumer that spends its idle back-off listening for wakes.
+
+    Parameters:
+      consumer: Dramatiq's consumer for the queue, made with no idle timeout.
+      client(redis.Redis): the broker's client.
+      channel(str): the queue's wake channel.
+      timeout(int): the longest wait, in milliseconds (the worker's `worker_timeout`).
+    """
+
+    def __init__(self, consumer: Any, client: redis.Redis, channel: str, timeout: int) -> None:
+        self.consumer, self.timeout = consumer, timeout
+        #: fetches in a row that found nothing: the back-off grows with them, as Dramatiq's
+        self.misses = 0
+        self.wakes = client.pubsub()
+        try:
+            self.wakes.subscribe(channel)
+            self.wakes.get_message(timeout=SUBSCRIBED_WITHIN)  # the confirmation
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        self._drain_at = time.monotonic() + DRAIN_EVERY
+
+    def __next__(self) -> MessageProxy | None:
+        message: MessageProxy | None = next(self.consumer)
+        if message is not None:
+            self.misses = 0
+            if time.monotonic() >= self._drain_at:
+                self._drain()
+            return message
+        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+        if backoff_ms > 0:
+            self.wait(backoff_ms / 1000)
+        return None
+
+    def wait(self, seconds: float) -> None:
+        """Wait up to `seconds`, or until a step is enqueued for this queue."""
+        if self.consumer.outstanding_message_count >= self.consumer.prefetch:
+            time.sleep(seconds)  # every prefetched message still runs: a wake could not fetch
+            return
+        if self._hear(seconds):
+            self._drain()  # the wakes heard since are for messages the next fetch will see
+
+    def _drain(self) -> None:
+        while self._hear(0.0):
+            pass
+        self._drain_at = time.monotonic() + DRAIN_EVERY
+
+    def _hear(self, seconds: float) -> bool:
+        """Whether a wake came within `seconds`."""
+        try:
+            return self.wakes.get_message(timeout=seconds) is not None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def ack(self, message: MessageProxy) -> None:
+        self.consumer.ack(message)
+
+    def nack(self, message: MessageProxy) -> None:
+        self.consumer.nack(message)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        self.consumer.requeue(messages)
+
+    def close(self) -> None:
+        try:
+            self.wakes.close()
+        finally:
+            self.consumer.close()

@@ -1,0 +1,183 @@
+"""Idle Redis consumers are woken by the steps enqueued for them, on a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
+
+import baton_dramatiq as baton
+from baton_dramatiq.setup import STEP_OPTION
+from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
+from baton_dramatiq.workflow import enqueue_steps
+from tests.support import services
+from tests.support.cluster import wait_for
+
+#: an idle timeout no test waits out: a consumer that is not woken fails its test
+ONE_MINUTE_MS = 60_000
+
+
+@pytest.fixture
+def broker() -> Iterator[RedisBroker]:
+    namespace = services.new_namespace()
+    broker = RedisBroker(url=services.REDIS_URL, namespace=namespace)
+    dramatiq.actor(lambda: None, actor_name="noop", broker=broker)
+    dramatiq.actor(lambda: None, actor_name="elsewhere", queue_name="other", broker=broker)
+    try:
+        yield broker
+    finally:
+        stop_waking(broker)
+        broker.close()
+        services.drop_namespace(namespace)
+
+
+def step_message(actor_name: str = "noop", queue_name: str = "default") -> dict[str, Any]:
+    return dramatiq.Message(
+        queue_name=queue_name,
+        actor_name=actor_name,
+        args=(),
+        kwargs={},
+        options={STEP_OPTION: ["wf", "step"]},
+    ).asdict()
+
+
+def listeners(broker: RedisBroker, queue_name: str = "default") -> int:
+    channel = wake_channel(broker, queue_name)
+    return int(dict(broker.client.pubsub_numsub(channel))[channel.encode()])
+
+
+def test_a_consumer_deep_in_its_back_off_takes_a_step_as_soon_as_it_is_enqueued(
+    broker: RedisBroker,
+) -> None:
+    # Given a consumer whose next idle wait would last 30-60 s
+    wake_consumers(broker)
+    consumer = broker.consume("default", prefetch=4, timeout=ONE_MINUTE_MS)
+    assert isinstance(consumer, WakingConsumer)
+    consumer.misses = 20
+    received: list[Any] = []
+
+    def consume() -> None:
+        while not received or received[-1] is None:
+            received.append(next(consumer))
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    wait_for(lambda: consumer.misses == 21, timeout=5)  # it fetched, found nothing, waits
+
+    # When a step is enqueued for its queue
+    message = step_message()
+    enqueue_steps(broker, [message])
+
+    # Then it wakes and fetches the step, long before its back-off would have ended
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the consumer slept through the step's enqueue"
+    assert received[-1].message_id == message["message_id"]
+    consumer.close()
+
+
+def test_a_message_sent_without_a_workflow_is_still_fetched_after_the_back_off(
+    broker: RedisBroker,
+) -> None:
+    wake_consumers(broker)
+    consumer = broker.consume("default", prefetch=4, timeout=20)
+    sent = broker.get_actor("noop").send()
+
+    fetched = wait_for(lambda: next(consumer), timeout=5, interval=0)
+
+    assert fetched.message_id == sent.message_id
+    consumer.close()
+
+
+def test_a_consumer_that_never_idles_reads_off_the_wakes_it_missed(broker: RedisBroker) -> None:
+    # Given a consumer busy with messages while steps keep being enqueued
+    wake_consumers(broker)
+    consumer = broker.consume("default", prefetch=100, timeout=20)
+    assert isinstance(consumer, WakingConsumer)
+    wait_for(lambda: listeners(broker) == 1, timeout=5)
+    for _ in range(5):
+        enqueue_steps(broker, [step_message()])
+    connection = consumer.wakes.connection
+    assert connection is not None and connection.can_read(timeout=1)
+
+    # When it takes messages past its drain time
+    consumer._drain_at = 0.0
+    assert wait_for(lambda: next(consumer), timeout=5, interval=0) is not None
+
+    # Then nothing is left unread on its connection: Redis holds no growing buffer for it
+    assert not connection.can_read(timeout=0)
+    consumer.close()
+
+
+def test_a_batch_wakes_each_of_its_queues_once(broker: RedisBroker) -> None:
+    listener = broker.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(wake_channel(broker, "default"), wake_channel(broker, "other"))
+    wait_for(lambda: listeners(broker, "other") == 1, timeout=5)
+
+    enqueue_steps(
+        broker, [step_message() for _ in range(30)] + [step_message("elsewhere", "other")]
+    )
+
+    heard = []
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        if (wake := listener.get_message(timeout=0.1)) is not None:
+            heard.append(wake["channel"].decode())
+    assert sorted(heard) == sorted([wake_channel(broker, "default"), wake_channel(broker, "other")])
+    listener.close()
+
+
+def test_delay_queues_and_other_brokers_keep_dramatiqs_own_consumers(
+    broker: RedisBroker,
+) -> None:
+    wake_consumers(broker)
+    delayed = broker.consume(dq_name("default"), prefetch=1, timeout=20)
+    assert not isinstance(delayed, WakingConsumer)
+    delayed.close()
+
+    stub = StubBroker()
+    wake_consumers(stub)
+    assert "consume" not in vars(stub)
+
+
+def test_waking_is_installed_once_and_undone(broker: RedisBroker) -> None:
+    wake_consumers(broker)
+    wake_consumers(broker)
+    consumer = broker.consume("default", prefetch=1, timeout=20)
+    assert isinstance(consumer, WakingConsumer)
+    assert not isinstance(consumer.consumer, WakingConsumer)
+    consumer.close()
+
+    stop_waking(broker)
+
+    plain = broker.consume("default", prefetch=1, timeout=20)
+    assert not isinstance(plain, WakingConsumer)
+    plain.close()
+
+
+def test_a_worker_with_the_workflow_middleware_consumes_through_waking_consumers(
+    broker: RedisBroker, tmp_path: Path
+) -> None:
+    # Given a worker booted on a RedisBroker with the middleware
+    store = baton.Store(f"sqlite:///{tmp_path / 'baton.db'}")
+    baton.migrations.upgrade(store)
+    broker.add_middleware(baton.WorkflowMiddleware(store))
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=200)
+    worker.start()
+    try:
+        # Then its consumer of the default queue waits on the wake list
+        thread = wait_for(lambda: worker.consumers.get("default"), timeout=5)
+        consumer = wait_for(lambda: getattr(thread, "consumer", None), timeout=5)
+        assert isinstance(consumer, WakingConsumer)
+    finally:
+        worker.stop(timeout=5000)
+    # And once it stops, the broker's consumers are Dramatiq's own again
+    assert "consume" not in vars(broker)
+    store.dispose()
