@@ -54,7 +54,8 @@ def publish_wakes(
 def wake_consumers(broker: dramatiq.Broker) -> None:
     """Make the consumers `broker` creates from now on, in this process, listen for
     wakes. Only a RedisBroker's consumers poll; any other broker is left as it is, and
-    so is a RedisBroker whose consumers are not Dramatiq's own."""
+    so is a RedisBroker whose consumers do not count their outstanding messages as
+    Dramatiq's own do."""
     if not isinstance(broker, RedisBroker) or "consume" in vars(broker):
         return
     consume = broker.consume

@@ -258,15 +258,19 @@ def idle(r: dict[str, Any]) -> str:
                 ms(first, "max_ms"),
                 ms(hop, "p50_ms"),
                 num(run["idle_evalsha_per_s"]),
+                ms(run["bare_first_message"], "p50_ms"),
+                ms(run["bare_first_message"], "max_ms"),
             ]
         )
     head = (
         f"**A workflow sent to an idle worker** ({r['samples']} 2-step chains per setting, "
         f"each after {num(r['idle_s'])} s idle; first step: its start minus the insert's "
-        "return; idle polling: the idle worker process's Redis fetches)\n\n"
+        "return; idle polling: the idle worker process's Redis fetches; bare Dramatiq: "
+        "as many messages, each after the same idle spell, send to start)\n\n"
     )
     columns = ["worker_timeout", "first step p50 ms", "first step max ms", "hop p50 ms"]
-    return head + table(columns + ["idle polling, EVALSHA/s"], rows)
+    bare = ["bare Dramatiq: first message p50 ms", "max ms"]
+    return head + table(columns + ["idle polling, EVALSHA/s", *bare], rows)
 
 
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {

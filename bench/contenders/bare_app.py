@@ -4,7 +4,7 @@ Worker process: ``python -m bench.contenders.bare_app``. The reference of the ov
 scenario: messages are sent one by one, and the run ends when the queue holds no
 message, queued or in flight (``RedisBroker.join``). For the fan-in scenario, the hop
 from one actor to the next: ``hop_from`` ends by sending ``hop_to``, which records how
-long after that send it started.
+long after that send it started; the idle scenario sends ``hop_to`` itself.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class App:
         def hop_from(key: str) -> None:
             hop_to.send(key, time.time())
 
-        self.noop, self.hop_from, self.hops, self.redis = noop, hop_from, hops, client
+        self.noop, self.hop_from, self.hop_to = noop, hop_from, hop_to
+        self.hops, self.redis = hops, client
 
     def close(self) -> None:
         self.broker.close()
@@ -80,6 +81,21 @@ class Client:
                 raise TimeoutError(f"bare hops: not all {count} arrived within {timeout:.0f} s")
             self.workers.check_alive()
             time.sleep(0.01)
+        return [float(v) for v in self.app.redis.hvals(self.app.hops)]
+
+    def run_after_idle(self, count: int, idle_s: float, timeout: float) -> list[float]:
+        """`count` messages, each sent after `idle_s` s of idleness; seconds from each
+        send to its body's start."""
+        self.app.redis.delete(self.app.hops)
+        for i in range(count):
+            time.sleep(idle_s)
+            self.app.hop_to.send(f"idle{i}", time.time())
+            deadline = time.monotonic() + timeout
+            while self.app.redis.hlen(self.app.hops) <= i:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"bare: message {i} not run within {timeout:.0f} s")
+                self.workers.check_alive()
+                time.sleep(0.01)
         return [float(v) for v in self.app.redis.hvals(self.app.hops)]
 
 

@@ -9,9 +9,10 @@ diamond scenario reports the same number under full load.
 Also reported: the single-dependency hop (``fetch_sources`` done -> a middle step
 started), which is the same enqueue-and-claim path with no join; and, in the same run
 at the same pace and worker settings, bare Dramatiq's hop from one actor to the next
-(sent at the end of one body -> the next body starts). Most of every hop is the Redis
-consumer's idle polling (``worker_timeout``), which bare Dramatiq pays as well, so all
-of it is measured at the run's ``worker_timeout`` and again at 2 ms.
+(sent at the end of one body -> the next body starts). Most of a bare hop is the Redis
+consumer's idle polling (``worker_timeout``); baton_dramatiq's consumers are woken by the
+steps enqueued for them (`baton_dramatiq.wakeup`). All of it is measured at the run's
+``worker_timeout`` and again at 2 ms.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from . import submit_diamonds, warm_up
 NAME = "fanin"
 #: the scenario runs again with the consumers polling this often (ms), when the run's
 #: own `worker_timeout` is longer: an idle Redis consumer sleeps up to that long
-#: between fetches, and that sleep, not the workflow layer, is most of an idle hop
+#: between fetches, and that sleep is most of a bare Dramatiq hop
 FAST_POLL_MS = 2
 
 

@@ -2,16 +2,18 @@
 
 Dramatiq's Redis consumer backs off while its queue stays empty: 5 to 10 ms after the
 first empty fetch, doubling up to ``worker_timeout`` (1,000 ms by default, or the
-``dramatiq_worker_timeout`` environment variable). A workflow's first step, sent after
-an idle spell, waits out whatever is left of that sleep; the hops inside a running
-workflow meet a consumer that looked only moments ago. Lowering the setting costs
-polling while idle.
+``dramatiq_worker_timeout`` environment variable). A message sent after an idle spell
+waits out whatever is left of that sleep, unless something wakes the consumer:
+baton_dramatiq's steps do (`baton_dramatiq.wakeup`). Lowering the setting costs polling
+while idle.
 
 Per setting: a 2-step chain inserted `SAMPLES` times, each after `IDLE_S` seconds of
 idleness (the first step's ``started_at`` minus the moment the insert returned, and the
-hop to the second step, from the store); and the EVALSHA calls per second that the
-worker process made once idle for `IDLE_S` seconds (Redis ``INFO commandstats``, over
-`POLL_WINDOW_S` seconds; the fetches of its queue and of its delay queue).
+hop to the second step, from the store); the EVALSHA calls per second that the worker
+process made once idle for `IDLE_S` seconds (Redis ``INFO commandstats``, over
+`POLL_WINDOW_S` seconds; the fetches of its queue and of its delay queue); and, beside
+them, bare Dramatiq: a message sent `SAMPLES` times after the same idle spell, from its
+send to its body's start.
 
 On request only: ``python -m bench --only idle``.
 """
@@ -27,7 +29,7 @@ import redis
 import baton_dramatiq as baton
 
 from ..config import Settings
-from ..contenders import baton_app
+from ..contenders import bare_app, baton_app
 from ..services import Services
 from ..stats import summary_ms
 
@@ -64,12 +66,16 @@ def measure(services: Services, settings: Settings, samples: int) -> dict[str, A
             assert a.started_at and a.finished_at and b.started_at
             first.append(a.started_at.timestamp() - finish.inserted_at)
             hop.append((b.started_at - a.finished_at).total_seconds())
+    with bare_app.running(services, settings) as bare:
+        bare.run_hops(3, 0.05, settings.timeout_s)  # warm-up
+        bare_first = bare.run_after_idle(samples, IDLE_S, settings.timeout_s)
     return {
         "worker_timeout_ms": settings.worker_timeout_ms,
         "first_step": summary_ms(first),
         "first_step_ms": sorted(1000 * s for s in first),
         "hop": summary_ms(hop),
         "idle_evalsha_per_s": polls,
+        "bare_first_message": summary_ms(bare_first),
     }
 
 
