@@ -12,8 +12,9 @@ their queue's wake channel instead of in `time.sleep`: a wake ends the wait of e
 consumer of the queue, each fetches at once, and those that find nothing wait again.
 The wait is timed by the client, so a consumer that hears nothing fetches again after
 its back-off exactly as Dramatiq's own does (a blocking pop's timeout on an idle Redis
-runs up to 100 ms late). Messages sent otherwise (`actor.send`) wake nobody: they are
-fetched after the back-off, as ever.
+runs up to 100 ms late). Each such consumer holds one more Redis connection, for its
+subscription. Messages sent otherwise (`actor.send`) wake nobody: they are fetched after
+the back-off, as ever.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class WakingConsumer(Consumer):
             self.wakes.subscribe(channel)
             self.wakes.get_message(timeout=SUBSCRIBED_WITHIN)  # the confirmation
         except redis.ConnectionError as e:
+            self.wakes.close()
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         self._drain_at = time.monotonic() + DRAIN_EVERY
 
@@ -104,13 +106,16 @@ class WakingConsumer(Consumer):
         message: MessageProxy | None = next(self.consumer)
         if message is not None:
             self.misses = 0
-            if time.monotonic() >= self._drain_at:
-                self._drain()
-            return message
-        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-        if backoff_ms > 0:
-            self.wait(backoff_ms / 1000)
-        return None
+        else:
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            if backoff_ms > 0:
+                self.wait(backoff_ms / 1000)
+        # A consumer that is never idle, or never free to fetch, never listens: read off
+        # what it missed now and then. Each was for a message enqueued before it, which
+        # the fetch before its next wait will see.
+        if time.monotonic() >= self._drain_at:
+            self._drain()
+        return message
 
     def wait(self, seconds: float) -> None:
         """Wait up to `seconds`, or until a step is enqueued for this queue."""

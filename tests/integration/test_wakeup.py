@@ -116,6 +116,29 @@ def test_a_consumer_that_never_idles_reads_off_the_wakes_it_missed(broker: Redis
     consumer.close()
 
 
+def test_a_consumer_with_every_prefetched_message_running_reads_off_the_wakes_too(
+    broker: RedisBroker,
+) -> None:
+    # Given a consumer whose one prefetch slot is taken by a running message
+    wake_consumers(broker)
+    consumer = broker.consume("default", prefetch=1, timeout=20)
+    assert isinstance(consumer, WakingConsumer)
+    broker.get_actor("noop").send()
+    assert wait_for(lambda: next(consumer), timeout=5, interval=0) is not None
+    # When steps are enqueued while it cannot fetch, and its drain time comes
+    for _ in range(5):
+        enqueue_steps(broker, [step_message()])
+    connection = consumer.wakes.connection
+    assert connection is not None and connection.can_read(timeout=1)
+    consumer._drain_at = 0.0
+
+    # Then it sleeps out its back-off, fetching nothing, and reads off the wakes
+    assert next(consumer) is None
+    assert not connection.can_read(timeout=0)
+    assert broker.client.llen(f"{broker.namespace}:default") == 5
+    consumer.close()
+
+
 def test_a_batch_wakes_each_of_its_queues_once(broker: RedisBroker) -> None:
     listener = broker.client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(wake_channel(broker, "default"), wake_channel(broker, "other"))
