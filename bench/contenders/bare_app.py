@@ -75,12 +75,7 @@ class Client:
             if pause > 0:
                 time.sleep(pause)
             self.app.hop_from.send(f"h{i}")
-        deadline = time.monotonic() + timeout
-        while self.app.redis.hlen(self.app.hops) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bare hops: not all {count} arrived within {timeout:.0f} s")
-            self.workers.check_alive()
-            time.sleep(0.01)
+        self._await_hops(count, timeout)
         return [float(v) for v in self.app.redis.hvals(self.app.hops)]
 
     def run_after_idle(self, count: int, idle_s: float, timeout: float) -> list[float]:
@@ -90,13 +85,17 @@ class Client:
         for i in range(count):
             time.sleep(idle_s)
             self.app.hop_to.send(f"idle{i}", time.time())
-            deadline = time.monotonic() + timeout
-            while self.app.redis.hlen(self.app.hops) <= i:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"bare: message {i} not run within {timeout:.0f} s")
-                self.workers.check_alive()
-                time.sleep(0.01)
+            self._await_hops(i + 1, timeout)
         return [float(v) for v in self.app.redis.hvals(self.app.hops)]
+
+    def _await_hops(self, count: int, timeout: float) -> None:
+        """Wait until `count` hops are recorded; fail after `timeout` s or if a worker died."""
+        deadline = time.monotonic() + timeout
+        while self.app.redis.hlen(self.app.hops) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bare hops: not all {count} arrived within {timeout:.0f} s")
+            self.workers.check_alive()
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
