@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from baton_dramatiq.setup import STEP_OPTION
 from baton_dramatiq.workflow import ENQUEUE_BATCH, enqueue_steps
 from tests.support import services
+from tests.support.messages import step_messages
 
 
 class EnqueueHooks(dramatiq.Middleware):
@@ -67,20 +68,6 @@ def redis_broker() -> Iterator[tuple[RedisBroker, EnqueueHooks, str]]:
     finally:
         broker.close()
         services.drop_namespace(namespace)
-
-
-def step_messages(count: int) -> list[dict[str, Any]]:
-    """Stored step messages, as a workflow's rows hold them."""
-    return [
-        dramatiq.Message(
-            queue_name="default",
-            actor_name="noop",
-            args=(),
-            kwargs={},
-            options={STEP_OPTION: ["wf", f"n{i}"]},
-        ).asdict()
-        for i in range(count)
-    ]
 
 
 def queued(broker: RedisBroker, namespace: str) -> list[dict[str, Any]]:

@@ -15,11 +15,11 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
 import baton_dramatiq as baton
-from baton_dramatiq.setup import STEP_OPTION
 from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
 from baton_dramatiq.workflow import enqueue_steps
 from tests.support import services
 from tests.support.cluster import wait_for
+from tests.support.messages import step_messages
 
 #: an idle timeout no test waits out: a consumer that is not woken fails its test
 ONE_MINUTE_MS = 60_000
@@ -37,16 +37,6 @@ def broker() -> Iterator[RedisBroker]:
         stop_waking(broker)
         broker.close()
         services.drop_namespace(namespace)
-
-
-def step_message(actor_name: str = "noop", queue_name: str = "default") -> dict[str, Any]:
-    return dramatiq.Message(
-        queue_name=queue_name,
-        actor_name=actor_name,
-        args=(),
-        kwargs={},
-        options={STEP_OPTION: ["wf", "step"]},
-    ).asdict()
 
 
 def listeners(broker: RedisBroker, queue_name: str = "default") -> int:
@@ -73,7 +63,7 @@ def test_a_consumer_deep_in_its_back_off_takes_a_step_as_soon_as_it_is_enqueued(
     wait_for(lambda: consumer.misses == 21, timeout=5)  # it fetched, found nothing, waits
 
     # When a step is enqueued for its queue
-    message = step_message()
+    [message] = step_messages(1)
     enqueue_steps(broker, [message])
 
     # Then it wakes and fetches the step, long before its back-off would have ended
@@ -103,7 +93,7 @@ def test_a_consumer_that_never_idles_reads_off_the_wakes_it_missed(broker: Redis
     assert isinstance(consumer, WakingConsumer)
     wait_for(lambda: listeners(broker) == 1, timeout=5)
     for _ in range(5):
-        enqueue_steps(broker, [step_message()])
+        enqueue_steps(broker, step_messages(1))
     connection = consumer.wakes.connection
     assert connection is not None and connection.can_read(timeout=1)
 
@@ -127,7 +117,7 @@ def test_a_consumer_with_every_prefetched_message_running_reads_off_the_wakes_to
     assert wait_for(lambda: next(consumer), timeout=5, interval=0) is not None
     # When steps are enqueued while it cannot fetch, and its drain time comes
     for _ in range(5):
-        enqueue_steps(broker, [step_message()])
+        enqueue_steps(broker, step_messages(1))
     connection = consumer.wakes.connection
     assert connection is not None and connection.can_read(timeout=1)
     consumer._drain_at = 0.0
@@ -144,9 +134,8 @@ def test_a_batch_wakes_each_of_its_queues_once(broker: RedisBroker) -> None:
     listener.subscribe(wake_channel(broker, "default"), wake_channel(broker, "other"))
     wait_for(lambda: listeners(broker, "other") == 1, timeout=5)
 
-    enqueue_steps(
-        broker, [step_message() for _ in range(30)] + [step_message("elsewhere", "other")]
-    )
+    other = step_messages(1, actor_name="elsewhere", queue_name="other")
+    enqueue_steps(broker, step_messages(30) + other)
 
     heard = []
     deadline = time.monotonic() + 1
