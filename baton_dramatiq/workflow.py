@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import time
@@ -18,6 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 from . import states as S
 from . import wakeup
 from .actor import WorkflowActor
+from .dispatch import can_pipeline, in_one_round_trip
 from .errors import (
     CycleError,
     DuplicateStepError,
@@ -220,49 +220,22 @@ def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -
     of the batches after it may not have gone out (they stay available in the store,
     and the Sweeper enqueues them).
     """
-    if isinstance(broker, RedisBroker) and "dispatch" in broker.scripts:
-        for start in range(0, len(messages), ENQUEUE_BATCH):
-            batch = messages[start : start + ENQUEUE_BATCH]
-            try:
-                _enqueue_batch(broker, batch)
-            except redis.exceptions.NoScriptError:
-                # Redis lost its scripts (a restart, SCRIPT FLUSH), so none of the batch
-                # went out: load Dramatiq's and send it again
-                broker.client.script_load(broker.scripts["dispatch"].script)
-                _enqueue_batch(broker, batch)
+    if not can_pipeline(broker):
+        for message in messages:
+            enqueue_step(broker, message)
         return
-    for message in messages:
-        enqueue_step(broker, message)
+    assert isinstance(broker, RedisBroker)
+    for start in range(0, len(messages), ENQUEUE_BATCH):
+        _enqueue_batch(broker, messages[start : start + ENQUEUE_BATCH])
 
 
 def _enqueue_batch(broker: RedisBroker, batch: Sequence[dict[str, Any]]) -> None:
-    with broker.client.pipeline(transaction=False) as pipe:
-        batched = _dispatching_on(broker, pipe)
+    def calls(dispatching: RedisBroker, pipe: redis.client.Pipeline) -> None:
         for message in batch:
-            enqueue_step(batched, message)
+            enqueue_step(dispatching, message)
         wakeup.publish_wakes(pipe, broker, batch)
-        pipe.execute()
 
-
-def _dispatching_on(broker: RedisBroker, pipe: redis.client.Pipeline) -> RedisBroker:
-    """A shallow copy of `broker` whose Lua dispatch script waits on `pipe`.
-
-    It shares the broker's middleware, actors and connections: `enqueue` on it builds
-    each message and runs the middleware's enqueue hooks as ever, and only its one call
-    to Redis is queued on the pipeline, by the script's hash alone: a script object on
-    a pipeline would cost a round trip of its own to check that Redis has it. (Were a
-    Dramatiq release to stop reading the script from `scripts`, the copy would enqueue
-    each message itself: slower, as right; without the script there, `enqueue_steps`
-    does not batch at all.)
-    """
-    sha = broker.scripts["dispatch"].sha
-
-    def dispatch(keys: list[str], args: list[Any]) -> Any:
-        return pipe.evalsha(sha, len(keys), *keys, *args)
-
-    batched = copy.copy(broker)
-    batched.scripts = {**broker.scripts, "dispatch": dispatch}
-    return batched
+    in_one_round_trip(broker, calls)
 
 
 def check_step_name(name: object) -> None:

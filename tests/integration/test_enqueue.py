@@ -16,6 +16,7 @@ from baton_dramatiq.setup import STEP_OPTION
 from baton_dramatiq.workflow import ENQUEUE_BATCH, enqueue_steps
 from tests.support import services
 from tests.support.messages import step_messages
+from tests.support.pipelines import CountedPipelines
 
 
 class EnqueueHooks(dramatiq.Middleware):
@@ -30,30 +31,6 @@ class EnqueueHooks(dramatiq.Middleware):
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: Any) -> None:
         self.after.append(message.message_id)
-
-
-class CountedPipelines:
-    """Wraps a Redis client's `pipeline`: counts the pipelines executed, and fails the
-    execution numbered `fail_at` (from 1) when set."""
-
-    def __init__(self, broker: RedisBroker, fail_at: int | None = None) -> None:
-        self.executed, self.fail_at = 0, fail_at
-        make = broker.client.pipeline
-
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = make(*args, **kwargs)
-            execute = pipe.execute
-
-            def counted(*a: Any, **k: Any) -> Any:
-                self.executed += 1
-                if self.executed == self.fail_at:
-                    raise ConnectionError("the connection dropped")
-                return execute(*a, **k)
-
-            pipe.execute = counted
-            return pipe
-
-        broker.client.pipeline = pipeline
 
 
 @pytest.fixture
