@@ -15,10 +15,21 @@ its back-off exactly as Dramatiq's own does (a blocking pop's timeout on an idle
 runs up to 100 ms late). Each such consumer holds one more Redis connection, for its
 subscription. Messages sent otherwise (`actor.send`) wake nobody: they are fetched after
 the back-off, as ever.
+
+The same consumers hold the acks of workflow steps for their next fetch, and send both
+in one round trip: Dramatiq's consumer acks each message on its own, from the worker
+thread that ran it, and that round trip cost a step more of the worker's CPU than any
+other. Only a busy consumer holds acks, and never longer than its wait between fetches:
+one that goes idle, or closes, sends what it holds at once, and acks that come while it
+is idle go out as Dramatiq's do. A held ack is safe to lose in a crash, as an ack never
+sent is: Redis gives the step to another worker when this one is gone, and the store
+tells that worker the step is done. Every other message is acked as ever.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,6 +40,11 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import compute_backoff, q_name
 from dramatiq.errors import ConnectionClosed
+
+from .dispatch import can_pipeline, in_one_round_trip
+from .setup import STEP_OPTION
+
+logger = logging.getLogger("baton_dramatiq")
 
 #: how often a consumer that never waits reads off the wakes it missed, in seconds:
 #: unread, they would pile up in Redis's output buffer for its connection
@@ -69,7 +85,7 @@ def wake_consumers(broker: dramatiq.Broker) -> None:
         if not hasattr(consumer, "outstanding_message_count"):
             consumer.close()
             return consume(queue_name, prefetch, timeout)
-        return WakingConsumer(consumer, broker.client, wake_channel(broker, queue_name), timeout)
+        return WakingConsumer(consumer, broker, wake_channel(broker, queue_name), timeout)
 
     broker.consume = waking_consume  # type: ignore[method-assign]
 
@@ -80,20 +96,28 @@ def stop_waking(broker: dramatiq.Broker) -> None:
 
 
 class WakingConsumer(Consumer):
-    """A Redis consumer that spends its idle back-off listening for wakes.
+    """A Redis consumer that spends its idle back-off listening for wakes, and sends the
+    acks of workflow steps with its next fetch.
 
     Parameters:
       consumer: Dramatiq's consumer for the queue, made with no idle timeout.
-      client(redis.Redis): the broker's client.
+      broker(RedisBroker): the broker that made it.
       channel(str): the queue's wake channel.
       timeout(int): the longest wait, in milliseconds (the worker's `worker_timeout`).
     """
 
-    def __init__(self, consumer: Any, client: redis.Redis, channel: str, timeout: int) -> None:
-        self.consumer, self.timeout = consumer, timeout
+    def __init__(self, consumer: Any, broker: RedisBroker, channel: str, timeout: int) -> None:
+        self.consumer, self.broker, self.timeout = consumer, broker, timeout
         #: fetches in a row that found nothing: the back-off grows with them, as Dramatiq's
         self.misses = 0
-        self.wakes = client.pubsub()
+        #: the redis ids of acked steps, waiting for the next fetch
+        self.held: list[str] = []
+        #: whether acks can ride with fetches: the fetch is Dramatiq's own, so this needs
+        #: the script it dispatches through and the cache its consumer fetches into
+        self._can_hold = can_pipeline(broker) and hasattr(consumer, "message_cache")
+        self._holding = self._can_hold
+        self._held_lock = threading.Lock()
+        self.wakes = broker.client.pubsub()
         try:
             self.wakes.subscribe(channel)
             self.wakes.get_message(timeout=SUBSCRIBED_WITHIN)  # the confirmation
@@ -103,7 +127,10 @@ class WakingConsumer(Consumer):
         self._drain_at = time.monotonic() + DRAIN_EVERY
 
     def __next__(self) -> MessageProxy | None:
-        message: MessageProxy | None = next(self.consumer)
+        if self.held and not self.consumer.message_cache:
+            message = self._ack_and_fetch()  # Dramatiq's consumer would fetch now
+        else:
+            message = next(self.consumer)
         if message is not None:
             self.misses = 0
         else:
@@ -122,8 +149,12 @@ class WakingConsumer(Consumer):
         if self.consumer.outstanding_message_count >= self.consumer.prefetch:
             time.sleep(seconds)  # every prefetched message still runs: a wake could not fetch
             return
-        if self._hear(seconds):
-            self._drain()  # the wakes heard since are for messages the next fetch will see
+        self._send_held(holding=False)  # nothing to fetch: no ack waits for a fetch
+        try:
+            if self._hear(seconds):
+                self._drain()  # the wakes heard since are for messages the next fetch will see
+        finally:
+            self._holding = self._can_hold
 
     def _drain(self) -> None:
         while self._hear(0.0):
@@ -137,7 +168,60 @@ class WakingConsumer(Consumer):
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
+    def _ack_and_fetch(self) -> MessageProxy | None:
+        """Send the held acks and the fetch Dramatiq's consumer would make, in one round
+        trip; the first message fetched."""
+        consumer, queue_name = self.consumer, self.consumer.queue_name
+        with self._held_lock:
+            held, self.held = self.held, []
+        room = consumer.prefetch - consumer.outstanding_message_count
+
+        def calls(dispatching: RedisBroker, _pipe: redis.client.Pipeline) -> None:
+            for redis_id in held:
+                dispatching.do_ack(queue_name, redis_id)
+            if room > 0:
+                dispatching.do_fetch(queue_name, room)
+
+        try:
+            replies = in_one_round_trip(self.broker, calls)
+        except redis.ConnectionError as e:
+            with self._held_lock:
+                self.held[:0] = held  # acks are idempotent: sent again with the next try
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        if room <= 0:
+            return None
+        consumer.message_cache = replies[-1]
+        return next(consumer) if consumer.message_cache else None
+
+    def _send_held(self, *, holding: bool) -> None:
+        """Send the held acks now; and from now on hold acks, or send each at once."""
+        with self._held_lock:
+            held, self.held = self.held, []
+            self._holding = holding and self._can_hold
+        if not held:
+            return
+        queue_name = self.consumer.queue_name
+
+        def calls(dispatching: RedisBroker, _pipe: redis.client.Pipeline) -> None:
+            for redis_id in held:
+                dispatching.do_ack(queue_name, redis_id)
+
+        try:
+            in_one_round_trip(self.broker, calls)
+        except redis.ConnectionError as e:
+            with self._held_lock:
+                self.held[:0] = held
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
     def ack(self, message: MessageProxy) -> None:
+        if STEP_OPTION in message.options:
+            with self._held_lock:
+                holding = self._holding
+                if holding:
+                    self.held.append(message.options["redis_message_id"])
+            if holding:
+                self.consumer.queued_message_ids.discard(message.message_id)
+                return
         self.consumer.ack(message)
 
     def nack(self, message: MessageProxy) -> None:
@@ -148,6 +232,13 @@ class WakingConsumer(Consumer):
 
     def close(self) -> None:
         try:
-            self.wakes.close()
+            self._send_held(holding=False)
+        except ConnectionClosed:
+            # they stay in this worker's set of unacked messages, which Redis hands to
+            # another worker once this one is gone, and the store skips completed steps
+            logger.warning("Could not send %d held ack(s) on close", len(self.held))
         finally:
-            self.consumer.close()
+            try:
+                self.wakes.close()
+            finally:
+                self.consumer.close()

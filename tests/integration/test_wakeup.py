@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-import pytest
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
@@ -17,26 +15,11 @@ from dramatiq.common import dq_name
 import baton_dramatiq as baton
 from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
 from baton_dramatiq.workflow import enqueue_steps
-from tests.support import services
 from tests.support.cluster import wait_for
 from tests.support.messages import step_messages
 
 #: an idle timeout no test waits out: a consumer that is not woken fails its test
 ONE_MINUTE_MS = 60_000
-
-
-@pytest.fixture
-def broker() -> Iterator[RedisBroker]:
-    namespace = services.new_namespace()
-    broker = RedisBroker(url=services.REDIS_URL, namespace=namespace)
-    dramatiq.actor(lambda: None, actor_name="noop", broker=broker)
-    dramatiq.actor(lambda: None, actor_name="elsewhere", queue_name="other", broker=broker)
-    try:
-        yield broker
-    finally:
-        stop_waking(broker)
-        broker.close()
-        services.drop_namespace(namespace)
 
 
 def listeners(broker: RedisBroker, queue_name: str = "default") -> int:
