@@ -21,9 +21,9 @@ from dramatiq.middleware import Middleware
 
 from .errors import ConfigurationError
 from .events import WORKFLOW_FINISHED, Event, EventBus
-from .setup import find_middleware, process_name
+from .setup import STEP_OPTION, find_middleware, process_name
 from .store import Store
-from .workflow import enqueue_step
+from .workflow import ENQUEUE_BATCH, enqueue_steps
 
 logger = logging.getLogger("baton_dramatiq.sweeper")
 
@@ -188,13 +188,19 @@ class Sweeper(Middleware):
         rescued = 0
         while True:
             messages = self.store.rescue_steps(overdue_before=overdue_before, limit=self.batch_size)
-            for message in messages:
+            # in batches, as a completion sends what it made ready: on Redis, a round trip
+            # a batch, and idle consumers woken
+            for start in range(0, len(messages), ENQUEUE_BATCH):
+                batch = messages[start : start + ENQUEUE_BATCH]
                 try:
-                    enqueue_step(broker, message, new_id=True)
-                    rescued += 1
+                    enqueue_steps(broker, batch, new_ids=True)
+                    rescued += len(batch)
                 except Exception:
                     # marked as rescued now: the next sweep past rescue_after tries again
-                    logger.exception("Could not re-enqueue %r", message.get("options"))
+                    steps = [m.get("options", {}).get(STEP_OPTION) for m in batch[:5]]
+                    logger.exception(
+                        "Could not re-enqueue %d steps, among them %r", len(batch), steps
+                    )
             if len(messages) < self.batch_size:
                 return rescued
             self._renew()

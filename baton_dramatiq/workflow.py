@@ -210,8 +210,11 @@ def enqueue_step(broker: dramatiq.Broker, message: dict[str, Any], *, new_id: bo
     broker.enqueue(dramatiq.Message(**fields))
 
 
-def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -> None:
-    """Enqueue stored step messages, each as `enqueue_step` does.
+def enqueue_steps(
+    broker: dramatiq.Broker, messages: Sequence[dict[str, Any]], *, new_ids: bool = False
+) -> None:
+    """Enqueue stored step messages, each as `enqueue_step` does (with `new_ids`, as
+    `enqueue_step(..., new_id=True)` does).
 
     On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each:
     a worker that waits for each of a fan-out's messages in turn holds back the very
@@ -222,17 +225,17 @@ def enqueue_steps(broker: dramatiq.Broker, messages: Sequence[dict[str, Any]]) -
     """
     if not can_pipeline(broker):
         for message in messages:
-            enqueue_step(broker, message)
+            enqueue_step(broker, message, new_id=new_ids)
         return
     assert isinstance(broker, RedisBroker)
     for start in range(0, len(messages), ENQUEUE_BATCH):
-        _enqueue_batch(broker, messages[start : start + ENQUEUE_BATCH])
+        _enqueue_batch(broker, messages[start : start + ENQUEUE_BATCH], new_ids)
 
 
-def _enqueue_batch(broker: RedisBroker, batch: Sequence[dict[str, Any]]) -> None:
+def _enqueue_batch(broker: RedisBroker, batch: Sequence[dict[str, Any]], new_ids: bool) -> None:
     def calls(dispatching: RedisBroker, pipe: redis.client.Pipeline) -> None:
         for message in batch:
-            enqueue_step(dispatching, message)
+            enqueue_step(dispatching, message, new_id=new_ids)
         wakeup.publish_wakes(pipe, broker, batch)
 
     in_one_round_trip(broker, calls)

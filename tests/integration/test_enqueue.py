@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
 import pytest
+import sqlalchemy as sa
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+import baton_dramatiq as baton
 from baton_dramatiq.setup import STEP_OPTION
+from baton_dramatiq.wakeup import wake_channel
 from baton_dramatiq.workflow import ENQUEUE_BATCH, enqueue_steps
 from tests.support import services
+from tests.support.cluster import wait_for
 from tests.support.messages import step_messages
 from tests.support.pipelines import CountedPipelines
 
@@ -137,3 +143,40 @@ def test_a_batch_redis_has_lost_the_script_for_goes_out_once_the_script_is_loade
     assert [m["message_id"] for m in queued(broker, namespace)] == [
         m["message_id"] for m in messages
     ]
+
+
+def test_the_sweeper_re_enqueues_overdue_steps_in_batches_with_new_ids_and_wakes(
+    redis_broker: tuple[RedisBroker, EnqueueHooks, str], tmp_path: Path
+) -> None:
+    # Given 60 ready steps whose messages were lost, overdue for an hour
+    broker, _, namespace = redis_broker
+    lost = baton.workflow_actor(broker=broker, actor_name="lost")(lambda: None)
+    store = baton.Store(f"sqlite:///{tmp_path / 'baton.db'}")
+    baton.migrations.upgrade(store)
+    wf = baton.Workflow(name="lost")
+    for i in range(ENQUEUE_BATCH + 10):
+        wf.add(f"s{i}", lost.message())
+    store.insert_workflow(*wf._rows(wf.validate(broker)))
+    with store.connect() as conn:
+        n = store.nodes
+        conn.execute(sa.update(n).values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    stored_ids = {step.message.message_id for step in wf.steps}
+    listener = broker.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(wake_channel(broker, "default"))
+    pipelines = CountedPipelines(broker)
+
+    # When the Sweeper rescues them
+    report = baton.Sweeper(store, rescue_after=60).sweep_once(broker)
+
+    # Then they go out a batch a round trip, each once, under a new message id
+    assert report.rescued == ENQUEUE_BATCH + 10
+    assert pipelines.executed == 2
+    on_queue = queued(broker, namespace)
+    assert sorted(m["options"][STEP_OPTION][1] for m in on_queue) == sorted(
+        step.name for step in wf.steps
+    )
+    assert not {m["message_id"] for m in on_queue} & stored_ids
+    # and idle consumers of their queue are woken
+    assert wait_for(lambda: listener.get_message(timeout=0.1), timeout=5) is not None
+    listener.close()
+    store.dispose()
