@@ -17,13 +17,14 @@ subscription. Messages sent otherwise (`actor.send`) wake nobody: they are fetch
 the back-off, as ever.
 
 The same consumers hold the acks of workflow steps for their next fetch, and send both
-in one round trip: Dramatiq's consumer acks each message on its own, from the worker
-thread that ran it, and that round trip cost a step more of the worker's CPU than any
-other. Only a busy consumer holds acks, and never longer than its wait between fetches:
-one that goes idle, or closes, sends what it holds at once, and acks that come while it
-is idle go out as Dramatiq's do. A held ack is safe to lose in a crash, as an ack never
-sent is: Redis gives the step to another worker when this one is gone, and the store
-tells that worker the step is done. Every other message is acked as ever.
+in one round trip: Dramatiq's consumer acks each message with a round trip of its own,
+from the worker thread that ran it, and in a profile of the worker that round trip held
+the GIL longer than anything else a step did. Only a busy consumer holds acks, and never
+longer than its wait between fetches: one that goes idle, or closes, sends what it holds
+at once, and acks that come while it is idle go out as Dramatiq's do. A held ack is safe
+to lose in a crash, as an ack never sent is: Redis gives the step to another worker when
+this one is gone, and the store tells that worker the step is done. Every other message
+is acked as ever.
 """
 
 from __future__ import annotations
@@ -169,25 +170,13 @@ class WakingConsumer(Consumer):
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
     def _ack_and_fetch(self) -> MessageProxy | None:
-        """Send the held acks and the fetch Dramatiq's consumer would make, in one round
+        """Send the held acks with the fetch Dramatiq's consumer would make, in one round
         trip; the first message fetched."""
-        consumer, queue_name = self.consumer, self.consumer.queue_name
+        consumer = self.consumer
         with self._held_lock:
             held, self.held = self.held, []
         room = consumer.prefetch - consumer.outstanding_message_count
-
-        def calls(dispatching: RedisBroker, _pipe: redis.client.Pipeline) -> None:
-            for redis_id in held:
-                dispatching.do_ack(queue_name, redis_id)
-            if room > 0:
-                dispatching.do_fetch(queue_name, room)
-
-        try:
-            replies = in_one_round_trip(self.broker, calls)
-        except redis.ConnectionError as e:
-            with self._held_lock:
-                self.held[:0] = held  # acks are idempotent: sent again with the next try
-            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        replies = self._send(held, fetch=room)
         if room <= 0:
             return None
         consumer.message_cache = replies[-1]
@@ -198,19 +187,25 @@ class WakingConsumer(Consumer):
         with self._held_lock:
             held, self.held = self.held, []
             self._holding = holding and self._can_hold
-        if not held:
-            return
+        if held:
+            self._send(held, fetch=0)
+
+    def _send(self, acks: list[str], *, fetch: int) -> list[Any]:
+        """Send `acks`, and a fetch of up to `fetch` messages if it is positive, in one
+        round trip; Redis's replies. Acks that may not have gone out are held again."""
         queue_name = self.consumer.queue_name
 
         def calls(dispatching: RedisBroker, _pipe: redis.client.Pipeline) -> None:
-            for redis_id in held:
+            for redis_id in acks:
                 dispatching.do_ack(queue_name, redis_id)
+            if fetch > 0:
+                dispatching.do_fetch(queue_name, fetch)
 
         try:
-            in_one_round_trip(self.broker, calls)
+            return in_one_round_trip(self.broker, calls)
         except redis.ConnectionError as e:
             with self._held_lock:
-                self.held[:0] = held
+                self.held[:0] = acks  # an ack is idempotent: it goes again with the next
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
     def ack(self, message: MessageProxy) -> None:
