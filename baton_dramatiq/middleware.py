@@ -251,11 +251,13 @@ class WorkflowMiddleware(Middleware):
         """Publish a transition's events, then enqueue what it made ready, then finish.
 
         A step's events go out before its dependents are enqueued, so on one topic a
-        dependent's events always follow its dependencies'. A finishing transition's
-        events go out with its `workflow_finished`, and whoever sends that records it as
-        published. With `lazy_events` (a worker recording how a step ended), nothing
-        waits unless there are dependents to enqueue: the events go out with the
-        process's next batch, still ahead of anything the process posts later.
+        dependent's events always follow its dependencies'. Whoever sends the events
+        enqueues the dependents right after: this thread when nobody else is sending,
+        else the thread that is, and this one does not wait for it. A finishing
+        transition's events go out with its `workflow_finished`, and whoever sends that
+        records it as published. With `lazy_events` (a worker recording how a step
+        ended), nothing waits: the events go out with the process's next batch, still
+        ahead of anything the process posts later.
         """
         if not transition:
             return
@@ -264,20 +266,23 @@ class WorkflowMiddleware(Middleware):
         if transition.changes:
             workflow_id = transition.changes[0].workflow_id
             events = [step_event(c) for c in transition.changes]
-            if transition.ready or (finished is None and not lazy_events):
+            if transition.ready:
+                ready = transition.ready
+                self._publisher.post(
+                    workflow_id,
+                    events,
+                    wait=False,
+                    eager=True,
+                    then=lambda: self._enqueue(broker, ready),
+                )
+            elif finished is None and not lazy_events:
                 self._publisher.post(workflow_id, events)
             else:
                 # sent now if nobody is sending, else by whoever is; a finish takes them
                 # along with its own event
                 self._publisher.post(workflow_id, events, wait=False, eager=finished is None)
-        try:
-            enqueue_steps(broker, transition.ready)
-        except Exception:
-            # the steps stay `available` in the store; the Sweeper re-enqueues them
-            steps = [m.get("options", {}).get(STEP_OPTION) for m in transition.ready[:5]]
-            logger.exception(
-                "Could not enqueue %d ready steps, among them %r", len(transition.ready), steps
-            )
+        elif transition.ready:
+            self._enqueue(broker, transition.ready)
         if finished is not None:
             faults.point("before_finished")
             self._publisher.post(
@@ -286,6 +291,15 @@ class WorkflowMiddleware(Middleware):
                 wait=not lazy_events,
                 eager=True,
             )
+
+    @staticmethod
+    def _enqueue(broker: dramatiq.Broker, ready: list[dict[str, Any]]) -> None:
+        try:
+            enqueue_steps(broker, ready)
+        except Exception:
+            # the steps stay `available` in the store; the Sweeper re-enqueues them
+            steps = [m.get("options", {}).get(STEP_OPTION) for m in ready[:5]]
+            logger.exception("Could not enqueue %d ready steps, among them %r", len(ready), steps)
 
     def _complete(self, broker: dramatiq.Broker, running: RunningStep, result: Any) -> None:
         ctx = running.context

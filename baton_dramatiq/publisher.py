@@ -9,6 +9,10 @@ somebody is, it hands over to the publishing thread, which sends what piled up
 meanwhile as one batch, and waits. A claim's ``executing`` event is handed over without
 waiting: it goes out before anything the process posts after it.
 
+A post may carry what must happen once its events are out (`then`: the enqueue of the
+steps a completion made ready). Whoever sends the post runs it right after the send, so
+the poster need not wait for a send somebody else is making.
+
 Whoever sends a batch that holds ``workflow_finished`` events then records them as
 published (`sent_finishes`), all in one call: a worker need not wait for a finish to go
 out only to record that it did. A crash in between leaves them unrecorded, and the
@@ -31,10 +35,16 @@ logger = logging.getLogger("baton_dramatiq")
 
 
 class _Post:
-    __slots__ = ("done", "events", "ok", "workflow_id")
+    __slots__ = ("done", "events", "ok", "then", "workflow_id")
 
-    def __init__(self, workflow_id: str, events: list[Event], done: threading.Event | None):
-        self.workflow_id, self.events, self.done = workflow_id, events, done
+    def __init__(
+        self,
+        workflow_id: str,
+        events: list[Event],
+        done: threading.Event | None,
+        then: Callable[[], None] | None,
+    ):
+        self.workflow_id, self.events, self.done, self.then = workflow_id, events, done, then
         self.ok = False
 
 
@@ -74,14 +84,22 @@ class Publisher:
         self._stopping = False
 
     def post(
-        self, workflow_id: str, events: list[Event], *, wait: bool = True, eager: bool = False
+        self,
+        workflow_id: str,
+        events: list[Event],
+        *,
+        wait: bool = True,
+        eager: bool = False,
+        then: Callable[[], None] | None = None,
     ) -> bool:
         """Publish `events`; with `wait`, return once they are out (False: the bus failed).
 
         Without `wait`, they go out soon, before anything posted after them: sent by this
         thread when nobody else is sending and `eager`, else with whoever sends next.
+        `then` is called by whoever sends them, once they are out (or the bus failed),
+        before anything posted after them goes out; what it raises is logged.
         """
-        post = _Post(workflow_id, events, threading.Event() if wait else None)
+        post = _Post(workflow_id, events, threading.Event() if wait else None, then)
         with self._wake:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -158,5 +176,12 @@ class Publisher:
                     )
         for post in batch:
             post.ok = ok
+            if post.then is not None:
+                try:
+                    post.then()
+                except Exception:
+                    logger.exception(
+                        "What had to follow the events of workflow %s failed", post.workflow_id
+                    )
             if post.done is not None:
                 post.done.set()

@@ -114,6 +114,32 @@ def test_a_completion_that_makes_a_step_ready_enqueues_it_after_its_event_is_out
     assert bus.sent == [("a", 0)] and broker.queues["default"].qsize() == 1
 
 
+def test_a_completion_that_makes_a_step_ready_leaves_its_enqueue_to_a_busy_sender(
+    setup,
+) -> None:
+    broker, middleware, bus = setup
+    # Given another thread of the worker in the middle of sending an event
+    sending = threading.Thread(
+        target=middleware.apply, args=(broker, Transition(changes=[completed("x")]))
+    )
+    sending.start()
+    assert wait_for(lambda: middleware._publisher._send_lock.locked())
+
+    # When a worker records a completion that makes a step ready
+    started = time.monotonic()
+    transition = Transition(changes=[completed("a")], ready=[step_message()])
+    middleware.apply(broker, transition, lazy_events=True)
+
+    # Then it returned at once, with nothing sent or enqueued yet
+    assert time.monotonic() - started < 1.0
+    assert bus.sent == [] and broker.queues["default"].qsize() == 0
+    # And the sending thread sends its event, and only then enqueues its step
+    bus.gate.set()
+    sending.join(5)
+    assert wait_for(lambda: broker.queues["default"].qsize() == 1)
+    assert bus.sent == [("x", 0), ("a", 0)]
+
+
 def test_a_transition_applied_from_outside_a_worker_waits_for_its_events(setup) -> None:
     broker, middleware, bus = setup
     # `WorkflowRun.cancel()` applies its transition so; the caller may exit right after

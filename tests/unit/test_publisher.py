@@ -162,6 +162,45 @@ def test_an_eager_post_is_sent_by_its_own_thread_when_nobody_is_sending() -> Non
         publisher.stop()
 
 
+def test_what_follows_a_post_runs_once_its_events_are_out_and_before_later_posts() -> None:
+    bus = RecordingBus()
+    publisher = Publisher(bus)
+    seen: list[list[tuple[str, int]]] = []
+    try:
+        publisher.post(
+            "w",
+            [Event("e", {"n": 1})],
+            wait=False,
+            eager=True,
+            then=lambda: seen.append(bus.sent()),
+        )
+        publisher.post("w", [Event("e", {"n": 2})], then=lambda: seen.append(bus.sent()))
+        assert seen == [[("w", 1)], [("w", 1), ("w", 2)]]
+    finally:
+        publisher.stop()
+
+
+def test_what_follows_a_post_runs_though_the_bus_failed_and_its_own_error_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = RecordingBus(fail=True)
+    publisher = Publisher(bus)
+    ran: list[int] = []
+
+    def enqueue() -> None:
+        ran.append(1)
+        raise ConnectionError("the broker is down")
+
+    try:
+        publisher.post("w", [Event("e", {"n": 1})], wait=False, eager=True, then=enqueue)
+        assert ran == [1]
+        assert "What had to follow the events of workflow w failed" in caplog.text
+        bus.fail = False
+        assert publisher.post("w", [Event("e", {"n": 2})])  # the publisher goes on
+    finally:
+        publisher.stop()
+
+
 def test_a_forked_child_publishes_with_a_thread_of_its_own() -> None:
     bus = RecordingBus()
     publisher = Publisher(bus)
