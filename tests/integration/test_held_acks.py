@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -16,6 +15,7 @@ import baton_dramatiq as baton
 from baton_dramatiq.wakeup import WakingConsumer, wake_consumers
 from baton_dramatiq.workflow import enqueue_steps
 from tests.support.cluster import wait_for
+from tests.support.in_process import workflow_worker
 from tests.support.messages import step_messages
 from tests.support.pipelines import CountedPipelines
 
@@ -151,22 +151,17 @@ def test_a_worker_leaves_no_message_unacked_once_it_stops(
     broker: RedisBroker, tmp_path: Path
 ) -> None:
     # Given a worker on a RedisBroker with the middleware, which holds its steps' acks
-    store = baton.Store(f"sqlite:///{tmp_path / 'baton.db'}")
-    baton.migrations.upgrade(store)
-    broker.add_middleware(baton.WorkflowMiddleware(store))
     echo = baton.workflow_actor(broker=broker, actor_name="echo")(lambda value: value)
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=ONE_MINUTE_MS)
-    worker.start()
-    try:
+    with workflow_worker(broker, tmp_path, threads=4, worker_timeout=ONE_MINUTE_MS) as (
+        store,
+        _,
+    ):
         # When it runs a fan-out of 20 steps to the end
         wf = baton.Workflow(name="fan").add("first", echo.message(0))
         for i in range(20):
             wf.add(f"middle{i}", echo.message(i), deps=["first"])
         run = wf.insert(broker=broker, store=store)
         assert run.wait(timeout=30) == "completed"
-    finally:
-        worker.stop(timeout=5000)
-    store.dispose()
 
     # Then every message it fetched was acked by the time it stopped
     assert list(broker.client.scan_iter(f"{broker.namespace}:__acks__.*")) == []

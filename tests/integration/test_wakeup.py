@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
-import baton_dramatiq as baton
 from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
 from baton_dramatiq.workflow import enqueue_steps
 from tests.support.cluster import wait_for
+from tests.support.in_process import workflow_worker
 from tests.support.messages import step_messages
 
 #: an idle timeout no test waits out: a consumer that is not woken fails its test
@@ -161,18 +160,10 @@ def test_a_worker_with_the_workflow_middleware_consumes_through_waking_consumers
     broker: RedisBroker, tmp_path: Path
 ) -> None:
     # Given a worker booted on a RedisBroker with the middleware
-    store = baton.Store(f"sqlite:///{tmp_path / 'baton.db'}")
-    baton.migrations.upgrade(store)
-    broker.add_middleware(baton.WorkflowMiddleware(store))
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=200)
-    worker.start()
-    try:
+    with workflow_worker(broker, tmp_path, threads=1, worker_timeout=200) as (_, worker):
         # Then its consumer of the default queue waits on the wake list
         thread = wait_for(lambda: worker.consumers.get("default"), timeout=5)
         consumer = wait_for(lambda: getattr(thread, "consumer", None), timeout=5)
         assert isinstance(consumer, WakingConsumer)
-    finally:
-        worker.stop(timeout=5000)
     # And once it stops, the broker's consumers are Dramatiq's own again
     assert "consume" not in vars(broker)
-    store.dispose()
