@@ -6,8 +6,10 @@ hits both alike; the idle contender's workers keep polling Redis meanwhile (one 
 `worker_timeout`), a small load that each side puts on the other. Bare Dramatiq: W + 2
 messages of a no-op actor, sent one by one, done when the queue holds nothing queued or
 in flight. baton_dramatiq: one workflow inserted (one transaction, the first step
-enqueued), done at the workflow's finish as stamped in the store; the harness waits on
-the workflow's event topic, so it polls nothing meanwhile. Reported: messages (steps)
+enqueued), done at the workflow's finish as stamped in the store; the harness reads the
+workflow's row every 20 ms meanwhile, which does not move the time measured (bare
+Dramatiq's harness polls the queue every 2 ms, and its time ends at the poll that finds
+it empty). Reported: messages (steps)
 per second of each, their ratio, what a message (step) cost in CPU: the contender's
 workers, the PostgreSQL server (every one of its processes; bare Dramatiq uses none of
 them) and the harness (which sends bare Dramatiq's messages and inserts the workflow),
