@@ -6,9 +6,10 @@ tracemalloc (peak Python memory), then another builds and inserts it for real an
 reports build time, insert time and peak RSS (`scale_insert`). When the size is at most
 the shape's ``scale_run_max``, fresh workers on a database of their own run it: after
 an unmeasured 50-step workflow of the same shape has warmed them up, the harness
-inserts it and waits on its event topic, and the run time is the workflow's finish
-(stamped in the store) minus the moment the insert returned. Runs of up to 1,000 steps,
-over in well under a second, are repeated three times and the median is reported.
+inserts it and waits for its finish (`baton_app.Client.run_to_finish`), and the run time
+is the workflow's finish (stamped in the store) minus the moment the insert returned.
+Runs of up to 1,000 steps, over in about a second or less, are repeated five times and
+the median is reported.
 Bigger sizes are inserted only, and the table says so; a run past
 ``scale_run_timeout_s`` is cancelled and reported as a timeout.
 """
@@ -34,7 +35,7 @@ SHAPES = ("wide", "chain")
 WARM_UP_STEPS = 50
 #: runs of at most this many steps are repeated, and their median reported
 SMALL_RUN_STEPS = 1_000
-SMALL_RUN_ROUNDS = 3
+SMALL_RUN_ROUNDS = 5
 
 
 def insert(
@@ -72,8 +73,8 @@ def one(services: Services, settings: Settings, shape: str, steps: int) -> dict[
 def run_times(services: Services, settings: Settings, shape: str, steps: int) -> dict[str, Any]:
     """Run the workflow on fresh workers, warmed up by a small one of the same shape.
 
-    The harness inserts it and waits on its event topic, polling nothing meanwhile; the
-    run time is its finish (stamped in the store) minus the moment the insert returned.
+    The run time is its finish (stamped in the store) minus the moment the insert
+    returned.
     """
     build = scale_insert.SHAPES[shape]
     timeout = settings.scale_run_timeout_s
