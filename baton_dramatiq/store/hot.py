@@ -30,6 +30,24 @@ NODE_COLUMNS = {
 NODE_JSON_KEYS = tuple(NODE_COLUMNS)
 
 
+def durable_only_if(condition: str) -> str:
+    """The WHERE clause of a completion's last SELECT: its transaction waits for its WAL
+    to reach the disk only if `condition` holds (SQL over the statement's CTEs).
+
+    A completion that makes no step ready and leaves steps to run in its workflow need
+    not wait. Lost to a crash of PostgreSQL, it leaves its step to run again, as a lost
+    claim does. Nothing can have followed from it. Whatever does follow waits for the
+    disk, and that flushes this completion first, because it is earlier in the WAL:
+    - the completion that makes a dependent ready took the dependent's counter after it;
+    - the one that settles the workflow's last step took the workflow's count after it;
+    - a paid LLM call commits durably too.
+    """
+    return (
+        "WHERE set_config('synchronous_commit', "
+        f"CASE WHEN {condition} THEN 'on' ELSE 'off' END, true) IS NOT NULL"
+    )
+
+
 class HotStatements:
     """The hot path's statements as psycopg SQL, for one store's tables: the claim, the
     completion, the insert of a workflow, its finish and its publication mark."""
@@ -70,9 +88,9 @@ class HotStatements:
               FROM claimed
              -- The claim commits without waiting for its WAL to reach the disk. Losing
              -- it to a crash of PostgreSQL leaves the step claimable, as a worker's
-             -- crash does, and the step runs again. Whatever the step then writes with
-             -- a durable commit (its completion, a paid LLM call) flushes the WAL up to
-             -- it and so makes the claim durable first.
+             -- crash does, and the step runs again. Whatever follows from the step
+             -- commits durably (see `durable_only_if`), which flushes the WAL up to the
+             -- claim and so makes it durable first.
              WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
         """
         self.state = (
@@ -96,6 +114,8 @@ class HotStatements:
              RETURNING w.remaining, w.cancelled, w.not_completed
             )"""
 
+        made_ready = f"SELECT FROM ready WHERE ready.state = '{S.AVAILABLE}'"
+
         def completion(dependents: str) -> str:
             """The completion of a step whose dependents `dependents` picks out."""
             return f"""{done}, ready AS (
@@ -112,6 +132,7 @@ class HotStatements:
                    (SELECT coalesce(jsonb_agg(ready.message), '[]'::jsonb)
                       FROM ready WHERE ready.state = '{S.AVAILABLE}') AS ready_messages
               FROM done, counted
+             {durable_only_if(f"counted.remaining = 0 OR EXISTS ({made_ready})")}
         """
 
         #: the completion of a step with dependents: its result, its dependents'
@@ -146,6 +167,7 @@ class HotStatements:
                    EXISTS (SELECT FROM finished) AS finish_recorded,
                    '[]'::jsonb AS ready_messages
               FROM done, counted
+             {durable_only_if("counted.remaining = 0")}
         """
         #: the finish of a workflow whose last step just settled and that did not
         #: complete every step (`complete` records the others), recorded exactly once

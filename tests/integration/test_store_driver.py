@@ -7,8 +7,8 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -19,6 +19,7 @@ from baton_dramatiq.store import Claim
 from tests.support import services
 
 STALE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -329,6 +330,59 @@ def test_a_failed_statement_raises_a_store_error_and_leaves_the_connection_usabl
         store.driver.one("SELECT 1 / %(zero)s::int AS n", {"zero": 0})
     assert backend_pid(store) == pid
     assert store.driver.one("SELECT 1 / %(one)s::int AS n", {"one": 1}).n == 1
+
+
+def in_a_transaction(store: baton.Store, call: Callable[[], T]) -> tuple[T, str]:
+    """Run `call`, one hot-path statement on this thread's connection, inside a
+    transaction, and read the `synchronous_commit` its commit will use."""
+    assert store.driver is not None
+    store.driver.execute("BEGIN", {})
+    try:
+        result = call()
+        setting = store.driver.one("SELECT current_setting('synchronous_commit') AS v", {}).v
+    finally:
+        store.driver.execute("COMMIT", {})
+    return result, setting
+
+
+def test_only_the_completions_that_something_follows_wait_for_the_disk(
+    store: baton.Store,
+) -> None:
+    # Given a -> (b, c) -> d, and a second sink e after a
+    message = Message(queue_name="default", actor_name="noop", args=(), kwargs={}, options={})
+    wf = baton.Workflow(name="commits").add("a", message)
+    wf.add("b", message, deps=["a"]).add("c", message, deps=["a"]).add("e", message, deps=["a"])
+    wf.add("d", message, deps=["b", "c"])
+    store.insert_workflow(*wf._rows(wf.validate()))
+
+    def claim(step: str) -> Claim:
+        claim, setting = in_a_transaction(
+            store, lambda: store.claim(wf.id, step, worker_id="w1", stale_before=STALE)
+        )
+        assert isinstance(claim, Claim) and setting == "off"
+        return claim
+
+    def complete(step: str) -> tuple[list[str], bool, str]:
+        c = claim(step)
+        tr, setting = in_a_transaction(
+            store, lambda: store.complete(wf.id, step, c.attempt, step, dependents=c.dependents)
+        )
+        ready = sorted(m["options"]["baton_step"][1] for m in tr.ready)
+        return ready, tr.finished is not None, setting
+
+    # Then a completion that makes steps ready waits for the disk
+    assert complete("a") == (["b", "c", "e"], False, "on")
+    # a sink that leaves steps to run, and a step its dependent still waits beside, do not
+    assert complete("e") == ([], False, "off")
+    assert complete("b") == ([], False, "off")
+    # the completion their dependent waited for does, and so makes them durable first
+    assert complete("c") == (["d"], False, "on")
+    # and so does the one that finishes the workflow
+    assert complete("d") == ([], True, "on")
+    assert store.get_results(wf.id) == {s: s for s in "abcde"}
+    # and no setting outlives its transaction
+    assert store.driver is not None
+    assert store.driver.one("SELECT current_setting('synchronous_commit') AS v", {}).v == "on"
 
 
 def test_the_claims_commit_without_waiting_for_the_disk_ends_with_the_claim(
