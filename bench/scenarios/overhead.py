@@ -2,22 +2,21 @@
 
 Both contenders run side by side (each with its own fresh environment and workers, the
 same broker and worker settings), and their rounds alternate so that background noise
-hits both alike; the idle contender's workers keep polling Redis meanwhile (one fetch per
-`worker_timeout`), a small load that each side puts on the other. Bare Dramatiq: W + 2
-messages of a no-op actor, sent one by one, done when the queue holds nothing queued or
-in flight. baton_dramatiq: one workflow inserted (one transaction, the first step
+hits both alike; the idle contender's workers keep polling Redis meanwhile (one fetch
+per `worker_timeout`), a small load that each side puts on the other. Bare Dramatiq: W +
+2 messages of a no-op actor, sent one by one, done when the queue holds nothing queued
+or in flight. baton_dramatiq: one workflow inserted (one transaction, the first step
 enqueued), done at the workflow's finish as stamped in the store; the harness reads the
 workflow's row every 20 ms meanwhile, which does not move the time measured (bare
 Dramatiq's harness polls the queue every 2 ms, and its time ends at the poll that finds
-it empty). Reported: messages (steps)
-per second of each, their ratio, what a message (step) cost in CPU: the contender's
-workers, the PostgreSQL server (every one of its processes; bare Dramatiq uses none of
-them) and the harness (which sends bare Dramatiq's messages and inserts the workflow),
-and how many times per message (step) the workers' threads switched (blocked or were
-preempted): with eight threads on one GIL, each blocking call costs several. And where
-a baton_dramatiq round's time went: its phases (`PHASES`), from the steps' timestamps
-in the store, so that a change shows whether it moved the steps' own rate (the middle
-phase) or a fixed cost around it.
+it empty). Reported: messages (steps) per second of each, their ratio, what a message
+(step) cost in CPU: the contender's workers, the PostgreSQL server (every one of its
+processes; bare Dramatiq uses none of them) and the harness (which sends bare Dramatiq's
+messages and inserts the workflow), and how many times per message (step) the workers'
+threads switched (blocked or were preempted): with eight threads on one GIL, each
+blocking call costs several. And where a baton_dramatiq round's time went: its phases
+(`PHASES`), from the steps' timestamps in the store, so that a change shows whether it
+moved the steps' own rate (the middle phase) or a fixed cost around it.
 """
 
 from __future__ import annotations
