@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
 
 import baton_dramatiq as baton
-from baton_dramatiq.wakeup import WakingConsumer, wake_consumers
 from baton_dramatiq.workflow import enqueue_steps
 from tests.support.cluster import wait_for
+from tests.support.consumers import ONE_MINUTE_MS, consume_until_a_message, waking_consumer
 from tests.support.in_process import workflow_worker
 from tests.support.messages import step_messages
 from tests.support.pipelines import CountedPipelines
-
-#: an idle timeout no test waits out
-ONE_MINUTE_MS = 60_000
 
 
 def unacked(broker: RedisBroker, queue_name: str = "default") -> set[str]:
@@ -31,13 +27,6 @@ def unacked(broker: RedisBroker, queue_name: str = "default") -> set[str]:
 
 def redis_id(message: Any) -> str:
     return str(message.options["redis_message_id"])
-
-
-def waking_consumer(broker: RedisBroker, prefetch: int = 4) -> WakingConsumer:
-    wake_consumers(broker)
-    consumer = broker.consume("default", prefetch=prefetch, timeout=ONE_MINUTE_MS)
-    assert isinstance(consumer, WakingConsumer)
-    return consumer
 
 
 def test_a_steps_ack_goes_out_with_the_next_fetch_in_one_round_trip(broker: RedisBroker) -> None:
@@ -90,14 +79,7 @@ def test_a_consumer_going_idle_sends_what_it_holds_and_acks_at_once_while_idle(
 
     # When it finds its queue empty and waits, 30-60 s, for a wake
     consumer.misses = 20
-    received: list[Any] = []
-
-    def consume() -> None:
-        while not received or received[-1] is None:
-            received.append(next(consumer))
-
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
+    thread, _ = consume_until_a_message(consumer)
     # (the wake of the first two steps may end its first wait at once)
     wait_for(lambda: consumer.misses >= 21, timeout=5)
 

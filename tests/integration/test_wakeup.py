@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -14,11 +12,9 @@ from dramatiq.common import dq_name
 from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
 from baton_dramatiq.workflow import enqueue_steps
 from tests.support.cluster import wait_for
+from tests.support.consumers import consume_until_a_message, waking_consumer
 from tests.support.in_process import workflow_worker
 from tests.support.messages import step_messages
-
-#: an idle timeout no test waits out: a consumer that is not woken fails its test
-ONE_MINUTE_MS = 60_000
 
 
 def listeners(broker: RedisBroker, queue_name: str = "default") -> int:
@@ -30,18 +26,9 @@ def test_a_consumer_deep_in_its_back_off_takes_a_step_as_soon_as_it_is_enqueued(
     broker: RedisBroker,
 ) -> None:
     # Given a consumer whose next idle wait would last 30-60 s
-    wake_consumers(broker)
-    consumer = broker.consume("default", prefetch=4, timeout=ONE_MINUTE_MS)
-    assert isinstance(consumer, WakingConsumer)
+    consumer = waking_consumer(broker)
     consumer.misses = 20
-    received: list[Any] = []
-
-    def consume() -> None:
-        while not received or received[-1] is None:
-            received.append(next(consumer))
-
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
+    thread, received = consume_until_a_message(consumer)
     wait_for(lambda: consumer.misses == 21, timeout=5)  # it fetched, found nothing, waits
 
     # When a step is enqueued for its queue
