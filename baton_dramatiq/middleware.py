@@ -39,7 +39,7 @@ from .events import WORKFLOW_FINISHED, Event, EventBus, MemoryEventBus, step_eve
 from .publisher import Publisher
 from .setup import STEP_OPTION, process_name
 from .store import Claim, Store, Transition
-from .workflow import enqueue_steps
+from .workflow import enqueue_steps, first_steps
 
 logger = logging.getLogger("baton_dramatiq")
 
@@ -298,8 +298,9 @@ class WorkflowMiddleware(Middleware):
             enqueue_steps(broker, ready)
         except Exception:
             # the steps stay `available` in the store; the Sweeper re-enqueues them
-            steps = [m.get("options", {}).get(STEP_OPTION) for m in ready[:5]]
-            logger.exception("Could not enqueue %d ready steps, among them %r", len(ready), steps)
+            logger.exception(
+                "Could not enqueue %d ready steps, among them %r", len(ready), first_steps(ready)
+            )
 
     def _complete(self, broker: dramatiq.Broker, running: RunningStep, result: Any) -> None:
         ctx = running.context

@@ -21,9 +21,9 @@ from dramatiq.middleware import Middleware
 
 from .errors import ConfigurationError
 from .events import WORKFLOW_FINISHED, Event, EventBus
-from .setup import STEP_OPTION, find_middleware, process_name
+from .setup import find_middleware, process_name
 from .store import Store
-from .workflow import ENQUEUE_BATCH, enqueue_steps
+from .workflow import ENQUEUE_BATCH, enqueue_steps, first_steps
 
 logger = logging.getLogger("baton_dramatiq.sweeper")
 
@@ -197,9 +197,10 @@ class Sweeper(Middleware):
                     rescued += len(batch)
                 except Exception:
                     # marked as rescued now: the next sweep past rescue_after tries again
-                    steps = [m.get("options", {}).get(STEP_OPTION) for m in batch[:5]]
                     logger.exception(
-                        "Could not re-enqueue %d steps, among them %r", len(batch), steps
+                        "Could not re-enqueue %d steps, among them %r",
+                        len(batch),
+                        first_steps(batch),
                     )
             if len(messages) < self.batch_size:
                 return rescued

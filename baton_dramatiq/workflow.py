@@ -210,6 +210,12 @@ def enqueue_step(broker: dramatiq.Broker, message: dict[str, Any], *, new_id: bo
     broker.enqueue(dramatiq.Message(**fields))
 
 
+def first_steps(messages: Sequence[dict[str, Any]], count: int = 5) -> list[Any]:
+    """The ``[workflow id, step name]`` of the first `count` stored step messages, to name
+    a batch in a log line without naming every step of a fan-out."""
+    return [message.get("options", {}).get(STEP_OPTION) for message in messages[:count]]
+
+
 def enqueue_steps(
     broker: dramatiq.Broker, messages: Sequence[dict[str, Any]], *, new_ids: bool = False
 ) -> None:
