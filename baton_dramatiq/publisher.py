@@ -1,7 +1,7 @@
 """Publishes a worker's events in batches, in the order they were posted.
 
 Posts go to a queue shared by the process, and whoever sends, sends everything queued
-in one `EventBus.publish_many` call (one Redis pipeline); sends never overlap, so
+in one `EventBus.publish_many` call (one Redis command); sends never overlap, so
 events go out in the order they were posted. A thread that must know its events are
 out (before it enqueues a dependent, or records a finish as published) sends the queue
 itself when nobody else is sending, which keeps an idle worker's hops short; when

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
+from typing import Any
 
 import redis
 
@@ -99,6 +101,59 @@ def test_the_redis_wire_format_is_plain_json_on_the_documented_channels(pg_templ
         pubsub.close()
         client.close()
         cluster.close()
+
+
+def test_a_batch_of_events_goes_out_in_one_command_in_order_on_both_channels() -> None:
+    prefix = f"batch-{uuid.uuid4().hex[:8]}:"
+    bus = baton.RedisEventBus(services.REDIS_URL, prefix=prefix)
+    commands: list[str] = []
+    execute = bus.client.execute_command
+
+    def counted(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return execute(*args, **options)
+
+    bus.client.execute_command = counted  # type: ignore[method-assign]
+    listener = redis.Redis.from_url(services.REDIS_URL)
+    pubsub = listener.pubsub()
+    try:
+        pubsub.subscribe(prefix + "workflow:all", prefix + "workflow:w1", prefix + "workflow:w2")
+        for _ in range(3):
+            assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        bus.publish_many(
+            [
+                ("w1", [step("a", "executing", 1), step("a", "completed", 2)]),
+                ("w2", [step("x", "executing", 1)]),
+                ("w1", [Event("workflow_finished", {"workflow_id": "w1"})]),
+            ]
+        )
+        bus.publish_many([])  # nothing to send: no command
+        received = []
+        while len(received) < 8 and (m := pubsub.get_message(timeout=5)) is not None:
+            if m["type"] == "message":
+                body = json.loads(m["data"])
+                received.append(
+                    (
+                        m["channel"].decode().removeprefix(prefix),
+                        body["event"],
+                        body["payload"].get("state"),
+                    )
+                )
+    finally:
+        pubsub.close()
+        listener.close()
+        bus.close()
+    assert commands == ["EVALSHA"]
+    assert received == [
+        ("workflow:all", "workflow_step_updated", "executing"),
+        ("workflow:w1", "workflow_step_updated", "executing"),
+        ("workflow:all", "workflow_step_updated", "completed"),
+        ("workflow:w1", "workflow_step_updated", "completed"),
+        ("workflow:all", "workflow_step_updated", "executing"),
+        ("workflow:w2", "workflow_step_updated", "executing"),
+        ("workflow:all", "workflow_finished", None),
+        ("workflow:w1", "workflow_finished", None),
+    ]
 
 
 def step(name: str, state: str, version: int) -> Event:
