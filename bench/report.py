@@ -66,7 +66,7 @@ def overhead_phases(r: dict[str, Any]) -> str:
             p["phase"].replace("_", " "),
             p["spans"],
             num(p["ms"], 1),
-            f"{100 * p['ms'] / total:.0f} %",
+            f"{100 * p['ms'] / total:.0f} %" if p["ms"] >= 0 else "–",
         ]
         for p in phases
     ]

@@ -51,7 +51,7 @@ def run_baton(client: baton_app.Client, width: int, timeout: float) -> baton_app
 #: a round's phases, in order: what each one spans
 PHASES = {
     "insert": "the insert (steps written, the first step enqueued)",
-    "first_step_waits": "insert returned → first step started",
+    "first_step_waits": "insert returned → first step started (below zero: it started first)",
     "first_step": "first step started → finished",
     "fan_out": "first step finished → first middle step started",
     "middle": "first middle step started → last one finished",
