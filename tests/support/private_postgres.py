@@ -8,6 +8,7 @@ Its binaries are the machine's (`pg_config --bindir`, else the newest under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-#: what its server is started with; the test may add to it
+#: what its server is started with
 SETTINGS = {
     "listen_addresses": "127.0.0.1",
     "autovacuum": "off",  # nothing of its own writes or flushes WAL meanwhile
@@ -92,9 +93,8 @@ class PrivatePostgres:
     def pids(self) -> dict[str, int]:
         """The server's processes by role (``postmaster``, ``walwriter``, ...)."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        out = subprocess.check_output(
-            ["ps", "-o", "pid=,args=", "--ppid", str(postmaster)], text=True
-        )
+        ps = ["ps", "-o", "pid=,args=", "--ppid", str(postmaster)]
+        out = subprocess.run(ps, capture_output=True, text=True).stdout  # 1 if none
         roles = {"postmaster": postmaster}
         for line in out.splitlines():
             pid, args = line.strip().split(" ", 1)
@@ -106,7 +106,8 @@ class PrivatePostgres:
         written or flushed on the way out. Returns once they are gone."""
         pids = list(self.pids().values())
         for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.kill(pid, signal.SIGKILL)
         # The next start reads the dead postmaster's lock file and refuses while its
         # PID exists, so wait for init to reap it; a zombie left past that is dead all
         # the same, and its lock file goes.
