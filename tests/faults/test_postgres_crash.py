@@ -13,6 +13,7 @@ from dramatiq import Message
 
 import baton_dramatiq as baton
 from baton_dramatiq.store import Claim, Transition
+from tests.support.messages import ready_steps
 from tests.support.private_postgres import PrivatePostgres
 
 DATABASE = "baton"
@@ -70,10 +71,7 @@ def test_a_crash_of_postgresql_takes_back_only_what_nothing_followed_from(
     wf.add("d", message, deps=["b", "c"])
     store = baton.Store(server.url(DATABASE))
     store.insert_workflow(*wf._rows(wf.validate()))
-    assert sorted(m["options"]["baton_step"][1] for m in run_step(store, wf.id, "a").ready) == [
-        "b",
-        "c",
-    ]
+    assert ready_steps(run_step(store, wf.id, "a")) == ["b", "c"]
     hold_async_commits_in_memory(server)
 
     # When b runs (d still waits for c), and PostgreSQL crashes
@@ -92,7 +90,7 @@ def test_a_crash_of_postgresql_takes_back_only_what_nothing_followed_from(
     # When b runs again, then c, whose completion makes d ready, and PostgreSQL crashes
     hold_async_commits_in_memory(server)
     assert not run_step(store, wf.id, "b").ready
-    assert [m["options"]["baton_step"][1] for m in run_step(store, wf.id, "c").ready] == ["d"]
+    assert ready_steps(run_step(store, wf.id, "c")) == ["d"]
     store = crash_and_restart(server, store)
 
     # Then both are there: c's completion waited for the disk, and that took b's first

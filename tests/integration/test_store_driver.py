@@ -17,6 +17,7 @@ from dramatiq import Message
 import baton_dramatiq as baton
 from baton_dramatiq.store import Claim
 from tests.support import services
+from tests.support.messages import ready_steps
 
 STALE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 T = TypeVar("T")
@@ -367,8 +368,7 @@ def test_only_the_completions_that_something_follows_wait_for_the_disk(
         tr, setting = in_a_transaction(
             store, lambda: store.complete(wf.id, step, c.attempt, step, dependents=c.dependents)
         )
-        ready = sorted(m["options"]["baton_step"][1] for m in tr.ready)
-        return ready, tr.finished is not None, setting
+        return ready_steps(tr), tr.finished is not None, setting
 
     # Then a completion that makes steps ready waits for the disk
     assert complete("a") == (["b", "c", "e"], False, "on")
@@ -399,5 +399,5 @@ def test_the_claims_commit_without_waiting_for_the_disk_ends_with_the_claim(
     setting = "SELECT current_setting('synchronous_commit') AS value"
     assert store.driver.one(setting, {}).value == "on"
     transition = store.complete(workflow_id, "a", claim.attempt, 1, dependents=["b"])
-    assert [m["options"]["baton_step"][1] for m in transition.ready] == ["b"]
+    assert ready_steps(transition) == ["b"]
     assert store.driver.one(setting, {}).value == "on"

@@ -7,6 +7,7 @@ from typing import Any
 import dramatiq
 
 from baton_dramatiq.setup import STEP_OPTION
+from baton_dramatiq.store import Transition
 
 
 def step_messages(
@@ -23,3 +24,8 @@ def step_messages(
         ).asdict()
         for i in range(count)
     ]
+
+
+def ready_steps(transition: Transition) -> list[str]:
+    """The names of the steps `transition` made ready, sorted."""
+    return sorted(message["options"][STEP_OPTION][1] for message in transition.ready)
