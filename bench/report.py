@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -352,7 +353,7 @@ def _scale_targets(
         ran = [r for r in rows if r["shape"] == shape and "run_ms_per_step" in r]
         if len(ran) >= 2:
             values = [r["run_ms_per_step"] for r in ran]
-            mid = sorted(values)[len(values) // 2]
+            mid = statistics.median(values)  # of an even count: the mean of the middle two
             spread = max(abs(v / mid - 1) for v in values)
             sizes = f"{num(ran[0]['steps'])}–{num(ran[-1]['steps'])}"
             add(
