@@ -188,12 +188,13 @@ class Sweeper(Middleware):
         rescued = 0
         while True:
             messages = self.store.rescue_steps(overdue_before=overdue_before, limit=self.batch_size)
-            # in batches, as a completion sends what it made ready: on Redis, a round trip
-            # a batch, and idle consumers woken
+            # in batches, as a completion sends what it made ready (but all of them
+            # whole: no step waits here for the first): on Redis, a round trip a batch,
+            # and idle consumers woken
             for start in range(0, len(messages), ENQUEUE_BATCH):
                 batch = messages[start : start + ENQUEUE_BATCH]
                 try:
-                    enqueue_steps(broker, batch, new_ids=True)
+                    enqueue_steps(broker, batch, new_ids=True, first_batch=ENQUEUE_BATCH)
                     rescued += len(batch)
                 except Exception:
                     # marked as rescued now: the next sweep past rescue_after tries again

@@ -35,6 +35,9 @@ MAX_NAME = 255
 #: ready steps sent to Redis in one round trip: a fan-out's first batch is out, and its
 #: steps running, while the next is built
 ENQUEUE_BATCH = 50
+#: the first batch is smaller: building a message costs about as much as its share of a
+#: round trip, so a first batch of 50 kept every step of the fan-out waiting for all 50
+FIRST_BATCH = 8
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -217,14 +220,19 @@ def first_steps(messages: Sequence[dict[str, Any]], count: int = 5) -> list[Any]
 
 
 def enqueue_steps(
-    broker: dramatiq.Broker, messages: Sequence[dict[str, Any]], *, new_ids: bool = False
+    broker: dramatiq.Broker,
+    messages: Sequence[dict[str, Any]],
+    *,
+    new_ids: bool = False,
+    first_batch: int = FIRST_BATCH,
 ) -> None:
     """Enqueue stored step messages, each as `enqueue_step` does (with `new_ids`, as
     `enqueue_step(..., new_id=True)` does).
 
-    On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each:
-    a worker that waits for each of a fan-out's messages in turn holds back the very
-    threads that would run them. Each batch also wakes idle consumers of its queues
+    On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each
+    (the first batch `first_batch`): a worker that waits for each of a fan-out's
+    messages in turn holds back the very threads that would run them. Each batch also wakes idle
+    consumers of its queues
     (`wakeup`). Raises what the broker raised; the steps of the batch that failed and
     of the batches after it may not have gone out (they stay available in the store,
     and the Sweeper enqueues them).
@@ -234,8 +242,10 @@ def enqueue_steps(
             enqueue_step(broker, message, new_id=new_ids)
         return
     assert isinstance(broker, RedisBroker)
-    for start in range(0, len(messages), ENQUEUE_BATCH):
-        _enqueue_batch(broker, messages[start : start + ENQUEUE_BATCH], new_ids)
+    start, size = 0, first_batch
+    while start < len(messages):
+        _enqueue_batch(broker, messages[start : start + size], new_ids)
+        start, size = start + size, ENQUEUE_BATCH
 
 
 def _enqueue_batch(broker: RedisBroker, batch: Sequence[dict[str, Any]], new_ids: bool) -> None:

@@ -18,7 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 import baton_dramatiq as baton
 from baton_dramatiq.setup import STEP_OPTION
 from baton_dramatiq.wakeup import wake_channel
-from baton_dramatiq.workflow import ENQUEUE_BATCH, enqueue_steps
+from baton_dramatiq.workflow import ENQUEUE_BATCH, FIRST_BATCH, enqueue_steps
 from tests.support import services
 from tests.support.cluster import wait_for
 from tests.support.messages import step_messages
@@ -70,8 +70,10 @@ def test_a_fan_out_goes_to_redis_a_batch_a_round_trip_each_message_whole_and_in_
 
     enqueue_steps(broker, messages)
 
-    # one round trip a batch, the last one partly filled
-    assert pipelines.executed == 3
+    # one round trip a batch: a small first one, then full ones, the last partly filled;
+    # each batch's messages, then one wake for their queue
+    last = len(messages) - FIRST_BATCH - 2 * ENQUEUE_BATCH
+    assert pipelines.sizes == [FIRST_BATCH + 1, ENQUEUE_BATCH + 1, ENQUEUE_BATCH + 1, last + 1]
     # every message once, in order, whole, stamped at its enqueue, with its own Redis id
     on_queue = queued(broker, namespace)
     ids = [m["message_id"] for m in messages]
@@ -95,9 +97,7 @@ def test_a_failed_batch_raises_and_sends_nothing_after_it(
 
     # the first batch is out; the rest stays available in the store for the Sweeper
     on_queue = queued(broker, namespace)
-    assert [m["message_id"] for m in on_queue] == [
-        m["message_id"] for m in messages[:ENQUEUE_BATCH]
-    ]
+    assert [m["message_id"] for m in on_queue] == [m["message_id"] for m in messages[:FIRST_BATCH]]
 
 
 def test_a_single_step_goes_out_in_one_round_trip_with_its_wake(
