@@ -10,7 +10,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
 from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
-from baton_dramatiq.workflow import enqueue_steps
+from baton_dramatiq.workflow import FIRST_BATCH, enqueue_steps
 from tests.support.cluster import wait_for
 from tests.support.consumers import consume_until_a_message, waking_consumer
 from tests.support.in_process import workflow_worker
@@ -104,7 +104,7 @@ def test_a_batch_wakes_each_of_its_queues_once(broker: RedisBroker) -> None:
     wait_for(lambda: listeners(broker, "other") == 1, timeout=5)
 
     other = step_messages(1, actor_name="elsewhere", queue_name="other")
-    enqueue_steps(broker, step_messages(30) + other)
+    enqueue_steps(broker, step_messages(FIRST_BATCH - 1) + other)  # one batch, two queues
 
     heard = []
     deadline = time.monotonic() + 1
