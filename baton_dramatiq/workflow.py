@@ -231,18 +231,17 @@ def enqueue_steps(
 
     On a RedisBroker they go out `ENQUEUE_BATCH` to a round trip instead of one each
     (the first batch `first_batch`): a worker that waits for each of a fan-out's
-    messages in turn holds back the very threads that would run them. Each batch also wakes idle
-    consumers of its queues
-    (`wakeup`). Raises what the broker raised; the steps of the batch that failed and
-    of the batches after it may not have gone out (they stay available in the store,
-    and the Sweeper enqueues them).
+    messages in turn holds back the very threads that would run them. Each batch also
+    wakes idle consumers of its queues (`wakeup`). Raises what the broker raised; the
+    steps of the batch that failed and of the batches after it may not have gone out
+    (they stay available in the store, and the Sweeper enqueues them).
     """
     if not can_pipeline(broker):
         for message in messages:
             enqueue_step(broker, message, new_id=new_ids)
         return
     assert isinstance(broker, RedisBroker)
-    start, size = 0, first_batch
+    start, size = 0, max(first_batch, 1)
     while start < len(messages):
         _enqueue_batch(broker, messages[start : start + size], new_ids)
         start, size = start + size, ENQUEUE_BATCH
