@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from typing import Any
+
+from .stats import median
 
 # -- formatting --------------------------------------------------------------------------
 
@@ -353,7 +354,7 @@ def _scale_targets(
         ran = [r for r in rows if r["shape"] == shape and "run_ms_per_step" in r]
         if len(ran) >= 2:
             values = [r["run_ms_per_step"] for r in ran]
-            mid = statistics.median(values)  # of an even count: the mean of the middle two
+            mid = median(values)  # of an even count: the mean of the middle two
             spread = max(abs(v / mid - 1) for v in values)
             sizes = f"{num(ran[0]['steps'])}–{num(ran[-1]['steps'])}"
             add(
