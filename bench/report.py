@@ -209,6 +209,9 @@ def profile(r: dict[str, Any]) -> str:
         ),
     ]
     lines += ["", "(Redis HSET: the benchmark's own finish record, once per diamond.)"]
+    waits = r.get("pg_waits")
+    if waits:
+        lines += ["", pg_waits(waits)]
     calls = r.get("store_calls_one_thread", {})
     if "error" in calls:
         lines += ["", f"Store calls, one thread: not measured ({calls['error']})"]
@@ -216,6 +219,22 @@ def profile(r: dict[str, Any]) -> str:
         rows = [[k, num(v["wall_ms"], 2), num(v["cpu_ms"], 2)] for k, v in calls.items()]
         lines += ["", table(["store call, one thread, no contention", "wall ms", "CPU ms"], rows)]
     return "\n".join(lines)
+
+
+def pg_waits(w: dict[str, Any]) -> str:
+    """Where each hot statement's time in PostgreSQL went, as `PgWaits` sampled it."""
+    classes = list(dict.fromkeys(wait for s in w["statements"].values() for wait in s["shares"]))
+    rows = [
+        [kind, num(s["samples"])] + [f"{100 * s['shares'].get(c, 0):.0f} %" for c in classes]
+        for kind, s in w["statements"].items()
+    ]
+    head = (
+        f"**PostgreSQL's backends** during a 1 → {num(w['steps'] - 2)} → 1 workflow "
+        f"({num(w['steps'] / w['seconds'])} steps/s while sampled; pg_stat_activity read "
+        f"{num(w['samples'])} times, {num(w['mean_active_backends'], 2)} backends running "
+        "a statement on average)"
+    )
+    return head + "\n\n" + table(["statement", "samples"] + classes, rows)
 
 
 def prune(r: dict[str, Any]) -> str:

@@ -1,22 +1,24 @@
-"""The hot path of baton_dramatiq, per step, during the diamond scenario (baton only).
+"""The hot path of baton_dramatiq, per step, in diamonds and a wide fan-in (baton only).
 
-Not in the default run (``--only profile``); needs py-spy. Two passes of N diamonds on
-one baton deployment:
+Not in the default run (``--only profile``); needs py-spy. On one baton deployment, two
+passes of N diamonds and a wide workflow:
 
 A. unobserved: diamonds/s, worker CPU (user, system) per step, PostgreSQL commits per
    step (pg_stat_database of the fresh database);
 B. with ``py-spy record --gil`` on the workers: where the time holding the GIL goes
    (claim, results read, complete, publish, enqueue, ...), store time split into the
    driver (psycopg, libpq, network) and the rest (baton_dramatiq's own code around the
-   statements, and SQLAlchemy where a call goes through it).
+   statements, and SQLAlchemy where a call goes through it);
+C. a 1 -> 2,000 -> 1 workflow with PostgreSQL's backends sampled (`PgWaits`): what each
+   hot statement spends its time in the server on (running, row locks, the WAL).
 
 The worker counts its SQL statements, commits and Redis round trips (all passes and the
 warm-up; divided by the steps run).
 
-C. in the harness, one thread, no contention: wall and CPU time of the store calls a
+D. in the harness, one thread, no contention: wall and CPU time of the store calls a
    step makes (claim, complete), of a whole step through WorkflowMiddleware's hooks
    (claim, its event, completion, its event), and of one raw psycopg UPDATE + COMMIT.
-   These call baton's internals: if they change, C says so and the rest still runs.
+   These call baton's internals: if they change, D says so and the rest still runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import baton_dramatiq as baton
 
 from ..config import Settings
 from ..contenders import baton_app
+from ..pgwaits import PgWaits
 from ..profiling import Sampler, breakdown, process_cpu, top_frames
 from ..services import Services
 from ..workers import LOG_DIR
@@ -43,6 +46,8 @@ NAME = "profile"
 STEPS_PER_DIAMOND = 5
 WARM_UP = 5
 PGSTAT_IDLE_S = 11.0
+#: the steps of pass C's workflow, 1 -> WIDE_STEPS - 2 -> 1
+WIDE_STEPS = 2002
 
 
 def run(services: Services, settings: Settings) -> dict[str, Any]:
@@ -85,7 +90,12 @@ def run(services: Services, settings: Settings) -> dict[str, Any]:
         with Sampler(pids, out, label="baton-gil") as sampler:
             submit_diamonds(client, n, prefix="b")
             client.board.wait(n, settings.timeout_s, check=client.workers.check_alive)
-    total_steps = (WARM_UP + 2 * n) * STEPS_PER_DIAMOND
+        # C: a wide fan-in, the overhead scenario's shape, with PostgreSQL's backends sampled
+        wide = baton_app.wide(client.actors, WIDE_STEPS)
+        with PgWaits(settings.pg_admin_url, client.env.db_name) as waits:
+            finish = client.run_to_finish(wide, settings.timeout_s)
+        result["pg_waits"] = {"steps": WIDE_STEPS, "seconds": finish.seconds, **waits.shares()}
+    total_steps = (WARM_UP + 2 * n) * STEPS_PER_DIAMOND + WIDE_STEPS
     rate = sampler.rate
     result["gil_ms_per_step"] = {}
     for path in sampler.files:
