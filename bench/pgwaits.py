@@ -71,9 +71,8 @@ class PgWaits:
         self.admin_url, self.db_name, self.interval = admin_url, db_name, interval
         #: samples by (statement kind, wait class)
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        #: samples taken, and how many of them found a backend running a statement
+        #: how many times pg_stat_activity was read
         self.samples = 0
-        self.busy_samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg-waits", daemon=True)
 
@@ -96,7 +95,6 @@ class PgWaits:
         while not self._stop.is_set():
             rows = self._conn.execute(SAMPLE, (self.db_name,)).fetchall()
             self.samples += 1
-            self.busy_samples += bool(rows)
             for query, wait_type, wait_event in rows:
                 self.counts[(statement_kind(query), wait_class(wait_type, wait_event))] += 1
             time.sleep(self.interval)
