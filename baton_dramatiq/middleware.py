@@ -115,6 +115,9 @@ class WorkflowMiddleware(Middleware):
         self._heartbeat.start()
         wakeup.wake_consumers(broker)
 
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        wakeup.calm_idle_threads(worker)
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         wakeup.stop_waking(broker)
         if self._heartbeat is not None:

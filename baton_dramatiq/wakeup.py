@@ -25,6 +25,14 @@ at once, and acks that come while it is idle go out as Dramatiq's do. A held ack
 to lose in a crash, as an ack never sent is: Redis gives the step to another worker when
 this one is gone, and the store tells that worker the step is done. Every other message
 is acked as ever.
+
+A worker's threads idle too, on the worker's queue of fetched messages, and Dramatiq
+gives each wait `worker_timeout` as well, though a fetched message ends it at once: the
+timeout only sets how soon an idle thread sees that the worker is stopping. With a short
+`worker_timeout` (chosen so that consumers poll often) eight threads wake hundreds of
+times a second each, and every hop of a workflow, which takes the GIL several times on
+its way, waits behind them. `calm_idle_threads` lets them wait at least
+`IDLE_THREAD_WAIT`.
 """
 
 from __future__ import annotations
@@ -52,6 +60,10 @@ logger = logging.getLogger("baton_dramatiq")
 DRAIN_EVERY = 0.5
 #: how long a new consumer waits for Redis to confirm its subscription, in seconds
 SUBSCRIBED_WITHIN = 5.0
+#: the shortest wait of an idle worker thread for its next message, in seconds: the
+#: longest a stop waits for an idle thread to notice it (Dramatiq's default
+#: `worker_timeout` makes it a second)
+IDLE_THREAD_WAIT = 0.1
 
 
 def wake_channel(broker: RedisBroker, queue_name: str) -> str:
@@ -89,6 +101,14 @@ def wake_consumers(broker: dramatiq.Broker) -> None:
         return WakingConsumer(consumer, broker, wake_channel(broker, queue_name), timeout)
 
     broker.consume = waking_consume  # type: ignore[method-assign]
+
+
+def calm_idle_threads(worker: Any) -> None:
+    """Make the threads of a started `dramatiq.Worker` wait at least `IDLE_THREAD_WAIT`
+    for their next message; each still takes one the moment it is fetched."""
+    for thread in getattr(worker, "workers", ()):
+        if getattr(thread, "timeout", IDLE_THREAD_WAIT) < IDLE_THREAD_WAIT:
+            thread.timeout = IDLE_THREAD_WAIT
 
 
 def stop_waking(broker: dramatiq.Broker) -> None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
-from baton_dramatiq.wakeup import WakingConsumer, stop_waking, wake_channel, wake_consumers
+from baton_dramatiq.wakeup import (
+    IDLE_THREAD_WAIT,
+    WakingConsumer,
+    stop_waking,
+    wake_channel,
+    wake_consumers,
+)
 from baton_dramatiq.workflow import FIRST_BATCH, enqueue_steps
 from tests.support.cluster import wait_for
 from tests.support.consumers import consume_until_a_message, waking_consumer
@@ -154,3 +161,29 @@ def test_a_worker_with_the_workflow_middleware_consumes_through_waking_consumers
         assert isinstance(consumer, WakingConsumer)
     # And once it stops, the broker's consumers are Dramatiq's own again
     assert "consume" not in vars(broker)
+
+
+def test_idle_worker_threads_wait_for_a_message_without_waking_at_every_poll(
+    broker: RedisBroker, tmp_path: Path
+) -> None:
+    # Given a worker whose consumers poll every 2 ms, with the middleware
+    with workflow_worker(broker, tmp_path, threads=4, worker_timeout=2) as (_, worker):
+        waits = []
+        take = worker.work_queue.get
+
+        def counted_take(*args: Any, **kwargs: Any) -> Any:
+            waits.append(time.monotonic())
+            return take(*args, **kwargs)
+
+        worker.work_queue.get = counted_take  # type: ignore[method-assign]
+        # When its four threads idle for half a second
+        time.sleep(0.5)
+        # Then each waited a few times, where Dramatiq's own wait ends every 2 ms
+        assert len(waits) <= 4 * (0.5 / IDLE_THREAD_WAIT + 2)
+
+
+def test_a_worker_that_polls_slowly_keeps_its_threads_own_wait(
+    broker: RedisBroker, tmp_path: Path
+) -> None:
+    with workflow_worker(broker, tmp_path, threads=2, worker_timeout=1000) as (_, worker):
+        assert [thread.timeout for thread in worker.workers] == [1.0, 1.0]
